@@ -1,0 +1,1 @@
+"""Layer 1: settings, workspace paths, errors, the platform database, I/O helpers."""

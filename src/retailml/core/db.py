@@ -1,0 +1,197 @@
+"""The platform database: SQLAlchemy 2 models and the engine that holds them.
+
+Platform state (ingestion runs and data versions today; deployments, A/B
+tests, approvals, audit, alerts, jobs and the prediction log later) lives in
+one relational database: a SQLite file in the workspace by default (WAL mode,
+busy timeout), PostgreSQL when ``RETAILML_DATABASE_URL`` names one. The
+schema is owned by Alembic migrations in ``retailml/core/migrations``;
+:meth:`PlatformDB.migrate` brings any database to the latest revision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from retailml.core.errors import ConfigError, problem
+from retailml.core.settings import Settings, get_settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the platform's only clock)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A new random identifier (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every platform table."""
+
+
+class IngestionRun(Base):
+    """One file ingested into bronze, silver and quarantine.
+
+    A source file is ingested once: ``source_hash`` is unique, so re-ingesting
+    the same bytes changes nothing, even from two processes at once.
+    """
+
+    __tablename__ = "ingestion_runs"
+    __table_args__ = (UniqueConstraint("source_hash", name="uq_ingestion_runs_source_hash"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    source_path: Mapped[str] = mapped_column(String(4096))
+    source_hash: Mapped[str] = mapped_column(String(64))
+    file_format: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="succeeded")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rows_read: Mapped[int] = mapped_column(Integer)
+    silver_rows: Mapped[int] = mapped_column(Integer)
+    quarantined_rows: Mapped[int] = mapped_column(Integer)
+    duplicates_removed: Mapped[int] = mapped_column(Integer)
+    report_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+
+
+class DataVersion(Base):
+    """A version of a workspace table: what it contained after a change.
+
+    ``version`` is a content-derived identifier (a digest of the table's
+    parts), so later stages can record exactly which data they read.
+    """
+
+    __tablename__ = "data_versions"
+    __table_args__ = (UniqueConstraint("table_name", "version", name="uq_data_versions_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    table_name: Mapped[str] = mapped_column(String(255), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    parent_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    row_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ingestion_run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ingestion_runs.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+def _sqlite_pragmas(busy_timeout_s: float) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return on_connect
+
+
+class PlatformDB:
+    """A connection to the platform database.
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+        busy_timeout_s: How long a SQLite writer waits for a lock.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            database = url.split("///", 1)[-1]
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, connect_args={"timeout": busy_timeout_s}, future=True
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, future=True)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *, migrate: bool = True) -> PlatformDB:
+        """Open the database the settings name, migrated to the latest schema."""
+        settings = settings or get_settings()
+        db = cls(settings.resolved_database_url, busy_timeout_s=settings.db_busy_timeout_s)
+        if migrate:
+            db.migrate()
+        return db
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema with Alembic (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        except OperationalError as exc:
+            raise ConfigError(
+                problem(
+                    "a reachable platform database",
+                    f"{self.engine.url.render_as_string(hide_password=True)!r} "
+                    f"failing with {exc.orig!r}",
+                    "start the database server or correct RETAILML_DATABASE_URL",
+                    subject="platform database",
+                )
+            ) from exc
+
+    def current_revision(self) -> str | None:
+        """The Alembic revision the database is at, or None before any migration."""
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            from sqlalchemy import text
+
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def latest_data_version(self, table_name: str) -> DataVersion | None:
+        """The newest recorded version of a table, or None."""
+        with self._sessions() as session:
+            return session.scalars(
+                select(DataVersion)
+                .where(DataVersion.table_name == table_name)
+                .order_by(DataVersion.id.desc())
+                .limit(1)
+            ).first()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

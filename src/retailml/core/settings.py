@@ -1,0 +1,154 @@
+"""retailml's settings: each declared once, with its type, default and doc.
+
+Values come, highest priority first, from keyword arguments, ``RETAILML_*``
+environment variables, and a YAML file (``retailml.yaml`` in the current
+directory, or the file named by ``RETAILML_CONFIG``). Invalid values are
+reported all at once, each naming the setting, the bad value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from retailml.core.errors import ConfigError
+
+ENV_PREFIX = "RETAILML_"
+CONFIG_FILE_ENV = "RETAILML_CONFIG"
+DEFAULT_CONFIG_FILE = "retailml.yaml"
+
+
+def config_file() -> Path:
+    """The YAML settings file in effect (it need not exist)."""
+    return Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+
+
+class Settings(BaseSettings):
+    """All retailml settings. Environment variable: ``RETAILML_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(
+        default=Path("workspace"),
+        description="Workspace directory: everything a run writes lives under it.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "Platform database URL (SQLAlchemy form, e.g. postgresql+psycopg://user@host/db); "
+            "empty means a SQLite file at <home>/platform.db."
+        ),
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe log level written to <home>/logs."
+    )
+    seed: int = Field(
+        default=42, ge=0, description="Default random seed for generation, splits and training."
+    )
+    date_format: str | None = Field(
+        default=None,
+        description=(
+            "strftime format of source dates (e.g. %Y%m%d); empty means ISO 8601 or "
+            "UCI's month/day/year."
+        ),
+    )
+    db_busy_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds a SQLite writer waits for a lock before failing."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("a sqlite:/// or postgresql:// URL")
+        if value.startswith("postgresql://"):
+            # psycopg 3 is the driver retailml installs.
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file())
+        return (init_settings, env_settings, yaml_source)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The platform database URL, defaulting to SQLite in the workspace."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'platform.db').resolve()}"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    name = ".".join(str(part) for part in error["loc"]) or "<settings>"
+    setting = f"{ENV_PREFIX}{name.upper()}" if error["loc"] else name
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(sorted(Settings.model_fields))
+        return f"{name}: unknown setting (got {error['input']!r}); known settings: {known}"
+    message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
+    return f"{setting}: got {error['input']!r}; expected {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate all settings.
+
+    Args:
+        **overrides: Values that win over the environment and the YAML file.
+
+    Raises:
+        ConfigError: If any setting is invalid; lists every problem at once.
+    """
+    path = config_file()
+    if path.exists():
+        try:
+            import yaml
+
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except Exception as exc:
+            raise ConfigError(
+                f"{path}: expected a YAML mapping of setting: value; could not parse it ({exc}). "
+                "Fix the YAML syntax."
+            ) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{path}: expected a YAML mapping of setting: value; got a "
+                f"{type(loaded).__name__}. Write one 'name: value' per line."
+            )
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [_describe(dict(err)) for err in exc.errors()]
+        count = len(problems)
+        header = f"{count} invalid setting{'s' if count != 1 else ''}"
+        body = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{header}:\n{body}\nFix them in the environment or in {path}.") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Layer 2: the canonical transaction schema, synthetic data and ingestion."""
