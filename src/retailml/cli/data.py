@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -49,12 +50,9 @@ def generate_file(
             product_mix_shift=product_mix_shift,
             new_country=new_country,
         )
-    window = {}
-    if start is not None:
-        window["start"] = start
-    if end is not None:
-        window["end"] = end
-    config = GeneratorConfig(rows=rows, seed=seed, drift=drift, anomaly_rate=anomaly_rate, **window)
+    config = GeneratorConfig(rows=rows, seed=seed, drift=drift, anomaly_rate=anomaly_rate)
+    if start is not None or end is not None:
+        config = dataclasses.replace(config, start=start or config.start, end=end or config.end)
     with progress_bar("generating", total=rows) as advance:
         table = generate_transactions(config, progress=advance)
     return write_transactions(table, output)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 from rich.markup import escape
 
@@ -114,7 +113,11 @@ def demo(
     out.print()
     out.print("[bold]Open these:[/bold]")
     out.print(f"  silver table:    {result.silver_path}")
-    out.print(f"  quarantine:      {result.quarantine_path or '(no rows quarantined)'}")
+    quarantined = result.report.quarantined_rows
+    out.print(
+        f"  quarantine:      {result.quarantine_path or workspace.quarantine}"
+        f"   ({quarantined:,} rows)"
+    )
     out.print(f"  quality report:  {result.report_path}")
 
 
@@ -127,14 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_settings()  # report every invalid setting before any command runs
         app(args=argv, prog_name="retailml", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show(file=sys.stderr)
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         err.print("aborted")
         return 130
+    except typer.TyperException as exc:
+        # Usage errors (bad option values, unknown commands): Typer's own message.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show(file=sys.stderr)
+        else:
+            err.print(f"error: {escape(str(exc))}")
+        return int(getattr(exc, "exit_code", 2))
     except RetailMLError as exc:
         err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
         return 1

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     ForeignKey,
     Integer,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -36,6 +38,8 @@ from retailml.core.errors import ConfigError, problem
 from retailml.core.settings import Settings, get_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: PostgreSQL advisory-lock key that serialises migrations ("rtml" in ASCII).
+_LOCK_KEY = 0x72746D6C
 
 
 def utcnow() -> datetime:
@@ -146,16 +150,44 @@ class PlatformDB:
         return self.engine.dialect.name
 
     def migrate(self, revision: str = "head") -> None:
-        """Upgrade the schema with Alembic (idempotent)."""
+        """Upgrade the schema with Alembic (idempotent, safe from several processes).
+
+        Concurrent first runs take turns: PostgreSQL through a transaction-scoped
+        advisory lock, SQLite through a lock file beside the database.
+        """
         from alembic import command
         from alembic.config import Config
 
+        self.check_connection()
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self._migration_lock(), self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        database = self.engine.url.database
+        if self.dialect != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        import fcntl
+
+        lock_path = Path(f"{database}.migrate.lock")
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def check_connection(self) -> None:
+        """Connect once, translating an unreachable server into a ConfigError."""
         try:
-            with self.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, revision)
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
         except OperationalError as exc:
             raise ConfigError(
                 problem(
@@ -172,8 +204,6 @@ class PlatformDB:
         with self.engine.connect() as connection:
             if not inspect(connection).has_table("alembic_version"):
                 return None
-            from sqlalchemy import text
-
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     @contextlib.contextmanager
@@ -195,3 +225,29 @@ class PlatformDB:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class FeatureBuild(Base):
+    """One build of a feature-set version: its lineage from silver data to features.
+
+    A row is written for every version the feature pipeline publishes
+    (``status="published"``) and for every version validation stopped
+    (``status="rejected"``, no ``output_path``). Forcing a rebuild of the same
+    version adds a row; reusing a published version adds none.
+    """
+
+    __tablename__ = "feature_builds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    feature_set: Mapped[str] = mapped_column(String(255), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    input_table: Mapped[str] = mapped_column(String(255))
+    input_data_version: Mapped[str] = mapped_column(String(128))
+    transformation: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    engine: Mapped[str] = mapped_column(String(32))
+    output_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    row_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -27,10 +27,13 @@ def atomic_path(target: Path, *, directory: bool = False) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp.chmod(0o777 & ~_umask())
     else:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+        # mkstemp creates 0600; give the file the permissions a plain open() would.
+        tmp.chmod(0o666 & ~_umask())
     try:
         yield tmp
         if directory and target.exists():
@@ -48,6 +51,12 @@ def atomic_path(target: Path, *, directory: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(target: Path, text: str) -> Path:

@@ -1,0 +1,163 @@
+"""The ``retailml`` command line: help, exit codes, and the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from retailml.cli import main
+from retailml.core.settings import Settings
+from retailml.core.workspace import Workspace
+
+COMMANDS = [
+    ["init"],
+    ["demo"],
+    ["config", "show"],
+    ["data", "generate"],
+    ["data", "ingest"],
+]
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for name in ("init", "demo", "data", "config"):
+        assert name in text
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_each_command_explains_itself_with_an_example(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--help"]) == 0
+    assert "Example:" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("retailml 0.")
+
+
+def test_console_script_and_module_entry_points_run() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "retailml", "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("retailml ")
+    script = Path(sys.executable).with_name("retailml")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_init_creates_the_workspace(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init"]) == 0
+    assert Workspace.from_settings(settings).exists()
+    assert (settings.home / "platform.db").exists()
+    assert main(["init"]) == 0
+    assert "already initialised" in capsys.readouterr().out
+
+
+def test_config_show_prints_every_setting(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["config", "show"]) == 0
+    text = capsys.readouterr().out
+    for name in Settings.model_fields:
+        assert f"RETAILML_{name.upper()}=" in text
+
+
+def test_invalid_settings_exit_non_zero_listing_every_problem(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RETAILML_SEED", "minus one")
+    monkeypatch.setenv("RETAILML_LOG_LEVEL", "LOUD")
+    assert main(["init"]) == 1
+    text = capsys.readouterr().err
+    assert "2 invalid settings" in text
+    assert "RETAILML_SEED" in text
+    assert "RETAILML_LOG_LEVEL" in text
+    assert not settings.home.exists()
+
+
+def test_generate_writes_the_requested_rows(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "sales.parquet"
+    assert main(["data", "generate", "--rows", "2500", "--seed", "3", "--output", str(output)]) == 0
+    assert pq.read_metadata(output).num_rows == 2500
+    assert "wrote 2,500 rows" in capsys.readouterr().out
+
+
+def test_generate_rejects_an_unknown_extension(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "sales.json"
+    assert main(["data", "generate", "--rows", "10", "--output", str(output)]) == 1
+    text = capsys.readouterr().err
+    assert ".json" in text
+    assert ".csv" in text
+    assert not output.exists()
+
+
+def test_generate_drift_options_need_a_start_date(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "generate", "--rows", "10", "--price-shift", "0.2"]) == 2
+    assert "--drift-start" in capsys.readouterr().err
+
+
+def test_ingest_json_prints_a_reconciling_report(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "sales.csv"
+    assert main(["data", "generate", "--rows", "3000", "--output", str(source)]) == 0
+    capsys.readouterr()
+    assert main(["data", "ingest", str(source), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows_read"] == 3000
+    assert report["reconciles"] is True
+    assert (
+        report["silver_rows"] + report["quarantined_rows"] + report["duplicates_removed"]
+        == report["rows_read"]
+    )
+
+
+def test_ingest_of_a_missing_file_fails_clearly(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "ingest", str(tmp_path / "nope.csv")]) == 1
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_ingest_with_a_bad_mapping_file_lists_the_canonical_columns(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "sales.csv"
+    source.write_text("a,b\n1,2\n")
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("when: a\nquantity: b\n")
+    assert main(["data", "ingest", str(source), "--mapping", str(mapping)]) == 1
+    text = capsys.readouterr().err
+    assert "'when' is not a canonical column" in text
+    assert "invoice_date" in text
+
+
+def test_demo_ends_with_the_paths_to_open(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--rows", "5000"]) == 0
+    text = capsys.readouterr().out
+    tail = text[text.index("Open these:") :]
+    paths = [
+        line.split(":", 1)[1].split("   (")[0].strip()
+        for line in tail.splitlines()[1:]
+        if ":" in line
+    ]
+    assert len(paths) == 3
+    for path in paths:
+        assert Path(path).exists(), path
