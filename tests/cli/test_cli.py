@@ -161,3 +161,19 @@ def test_demo_ends_with_the_paths_to_open(
     assert len(paths) == 3
     for path in paths:
         assert Path(path).exists(), path
+
+
+def test_commands_log_to_the_workspace_log_file(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "sales.csv"
+    assert main(["data", "generate", "--rows", "500", "--output", str(source)]) == 0
+    assert main(["data", "ingest", str(source)]) == 0
+    log = (settings.home / "logs" / "retailml.log").read_text()
+    assert "INFO retailml.data.ingest" in log
+    assert "500 read" in log
+
+
+def test_help_does_not_create_a_workspace(settings: Settings) -> None:
+    assert main(["--help"]) == 0
+    assert not settings.home.exists()

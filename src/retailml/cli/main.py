@@ -12,6 +12,7 @@ from retailml import __version__
 from retailml.cli._console import err, out
 from retailml.cli.data import data_app, generate_file, ingest_path, print_ingest_result
 from retailml.core.errors import RetailMLError
+from retailml.core.logs import configure_logging
 from retailml.core.settings import Settings, get_settings, load_settings
 from retailml.core.workspace import Workspace
 
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments (default: ``sys.argv[1:]``).
     """
     try:
-        load_settings()  # report every invalid setting before any command runs
+        # Report every invalid setting before any command runs.
+        configure_logging(load_settings())
         app(args=argv, prog_name="retailml", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)

@@ -55,6 +55,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -94,6 +95,8 @@ from retailml.data.schema import (
     SILVER_SCHEMA,
     ColumnMapping,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FLAG_NAMES",
@@ -446,6 +449,15 @@ def _ingest(
         except BaseException:
             _unpublish(published)
             raise
+        logger.info(
+            "ingested %s: %d read, %d silver, %d quarantined, %d duplicates (run %s)",
+            run.path,
+            report.rows_read,
+            report.silver_rows,
+            report.quarantined_rows,
+            report.duplicates_removed,
+            run.run_id,
+        )
         return IngestResult(
             run_id=run.run_id,
             status="ingested",
@@ -983,6 +995,7 @@ def _earlier_result(run: IngestionRun, workspace: Workspace, db: PlatformDB) -> 
         )
     quarantine = workspace.quarantine / f"part-{run.id}.parquet"
     latest = db.latest_data_version(SILVER_TABLE)
+    logger.info("%s was already ingested by run %s; nothing changed", run.source_path, run.id)
     return IngestResult(
         run_id=run.id,
         status="already_ingested",

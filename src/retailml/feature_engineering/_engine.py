@@ -1,0 +1,66 @@
+"""What the pipeline asks of a feature engine, and the registry of engines.
+
+An engine runs the feature definitions' SQL over the silver Parquet parts and
+writes each result as partitioned Parquet into a directory the pipeline
+chooses; it never hands whole tables to Python. DuckDB is the embedded
+default; a Spark engine joins the registry by implementing the same protocol
+over the same SQL (transpiled with sqlglot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+
+class FeatureEngine(Protocol):
+    """A session that computes feature sets; closed when the ``with`` block ends."""
+
+    name: str
+
+    def __enter__(self) -> FeatureEngine: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def add_relations(self, names: Sequence[str]) -> None:
+        """Make dimension relations (``dim_customers``, ``dim_dates``, ...) readable by SQL."""
+
+    def write(self, sql: str, directory: Path, partitioning: Sequence[str]) -> int:
+        """Run ``sql`` and write its rows under ``directory`` (an existing empty directory).
+
+        Returns:
+            The number of rows written.
+        """
+
+
+#: Builds an engine over the silver parts, with a scratch directory and the
+#: validated ``engine_options``.
+EngineFactory = Callable[[Sequence[Path], Path, Mapping[str, Any]], FeatureEngine]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A registered engine.
+
+    Attributes:
+        factory: Creates an engine session.
+        options: Option name -> (type, description) accepted in ``engine_options``.
+    """
+
+    factory: EngineFactory
+    options: Mapping[str, tuple[type, str]]
+
+
+def engines() -> dict[str, EngineSpec]:
+    """Every available engine, by name (``"duckdb"``)."""
+    from retailml.feature_engineering._duckdb_engine import OPTIONS, DuckDBEngine
+
+    return {"duckdb": EngineSpec(DuckDBEngine, OPTIONS)}

@@ -1,0 +1,439 @@
+"""The pipeline: configuration, partitioned atomic publishing, versions, validation, lineage."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+import retailml.feature_engineering.feature_pipeline as feature_pipeline
+from retailml.core.db import DataVersion, FeatureBuild, PlatformDB
+from retailml.core.errors import ConfigError, DataValidationError, NotFoundError
+from retailml.core.settings import Settings
+from retailml.core.workspace import Workspace
+from retailml.data.ingest import SILVER_TABLE
+from retailml.feature_engineering._duckdb_engine import DuckDBEngine
+from retailml.feature_engineering.feature_pipeline import (
+    FeatureEngineeringPipeline,
+    FeatureSetResult,
+    PipelineResult,
+    load_feature_set,
+)
+
+from .helpers import Line, WriteSilver, guide_block, random_lines, write_silver_part
+
+UK = "United Kingdom"
+
+LATER: list[Line] = [
+    ("600001", "85123A", 6, "2011-12-01T10:00", 2.0, "12345", UK),
+    ("600002", "22423", 2, "2011-12-02T11:00", 4.0, "99999", "France"),
+]
+
+
+def pipeline(settings: Settings, *sets: str, **config: Any) -> FeatureEngineeringPipeline:
+    return FeatureEngineeringPipeline(
+        config={"feature_sets": list(sets or ["customer_rfm"]), **config}, settings=settings
+    )
+
+
+def builds(settings: Settings) -> list[FeatureBuild]:
+    db = PlatformDB.from_settings(settings)
+    try:
+        with db.session() as session:
+            return list(session.scalars(select(FeatureBuild).order_by(FeatureBuild.created_at)))
+    finally:
+        db.dispose()
+
+
+def versions(workspace: Workspace, name: str) -> set[str]:
+    """Every entry of a feature set's directory except the _latest pointer."""
+    return {p.name for p in (workspace.features / name).iterdir() if p.name != "_latest"}
+
+
+# --------------------------------------------------------------------------- the guide
+
+
+def test_the_guides_pipeline_snippet_runs_as_written(write_silver: WriteSilver) -> None:
+    write_silver(random_lines())
+    snippet = guide_block("**Configuration Example**")
+    namespace: dict[str, Any] = {}
+    # The guide awaits at top level; run it as the body of a coroutine.
+    exec(f"async def main():\n{textwrap.indent(snippet, '    ')}\n    return features\n", namespace)
+
+    features = asyncio.run(namespace["main"]())
+
+    assert isinstance(features, PipelineResult)
+    assert list(features) == ["customer_rfm", "product_popularity", "seasonal_trends"]
+    for result in features.values():
+        assert result.row_count > 0
+        assert result.validation.passed, result.validation.failures
+    assert set(features["customer_rfm"].validation.checks) == {
+        "missing_values",
+        "outliers",
+        "schema",
+    }
+    # Country totals differ in scale by nature: no fences across countries.
+    seasonal = features["seasonal_trends"].validation
+    assert set(seasonal.checks) == {"missing_values", "schema"}
+    assert "outlier_detection" in seasonal.skipped
+
+
+def test_execute_is_a_coroutine_and_the_result_a_mapping(
+    settings: Settings, write_silver: WriteSilver
+) -> None:
+    write_silver(random_lines(invoices=100))
+    assert inspect.iscoroutinefunction(FeatureEngineeringPipeline.execute)
+
+    result = asyncio.run(pipeline(settings, "customer_rfm", "daily_sales").execute())
+
+    assert len(result) == 2 and "daily_sales" in result
+    rfm = result["customer_rfm"]
+    assert isinstance(rfm, FeatureSetResult)
+    assert rfm.entity_keys == ("customer_id",)
+    assert rfm.timestamp_column == "event_timestamp"
+    assert rfm.columns == tuple(rfm.table().column_names)
+    assert len(rfm.table(format="pandas")) == rfm.row_count
+    with pytest.raises(KeyError, match="no feature set 'temporal' in this result"):
+        result["temporal"]
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(feature_pipeline.__all__) == [
+        "FEATURE_SETS",
+        "FeatureEngineeringPipeline",
+        "FeatureSet",
+        "FeatureSetResult",
+        "PipelineResult",
+        "ValidationReport",
+        "ValidationRules",
+        "load_feature_set",
+    ]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_config_errors_list_every_problem_at_once(settings: Settings) -> None:
+    config = {
+        "source_tables": ["bronze_sales", "dim_stores"],
+        "feature_sets": ["customer_rfm", "basket_size"],
+        "validation_rules": {"missing_threshold": 1.5, "outlier_detection": "yes", "max_nulls": 3},
+        "output_format": "csv",
+        "partitioning": ["year", "day"],
+        "engine": "spark",
+        "on_validation_failure": "ignore",
+        "colour": "blue",
+    }
+    with pytest.raises(ConfigError, match="10 problems in the FeatureEngineeringPipeline") as err:
+        FeatureEngineeringPipeline(config=config, settings=settings)
+
+    message = str(err.value)
+    for fragment in (
+        "unknown key 'colour'; known keys: feature_sets, source_tables",
+        "unknown feature set 'basket_size'; known feature sets: customer_rfm, "
+        "product_popularity, seasonal_trends, temporal, daily_sales",
+        "unknown table 'dim_stores'; known tables: bronze_sales, silver_transactions, "
+        "dim_customers, dim_products",
+        "validation_rules.missing_threshold: expected a number in [0, 1]; got 1.5",
+        "validation_rules.outlier_detection: expected true or false; got 'yes'",
+        "unknown rule 'max_nulls'",
+        "output_format: expected one of 'parquet'; got 'csv'",
+        "partitioning: unknown column 'day'; expected a subset of ['year', 'month']",
+        "engine: expected one of 'duckdb'; got 'spark'",
+        "on_validation_failure: expected one of 'fail', 'warn'; got 'ignore'",
+    ):
+        assert fragment in message
+
+
+def test_a_feature_set_needs_its_source_table_listed(settings: Settings) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"'customer_rfm' reads 'transactions', which source_tables does not list; "
+        r"add 'bronze_sales' or 'silver_transactions'",
+    ):
+        pipeline(settings, "customer_rfm", source_tables=["dim_customers"])
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({"snapshots": "weekly"}, "snapshots: expected one of 'single', 'monthly'; got 'weekly'"),
+        ({"engine_options": {"threads": 0}}, "engine_options.threads: expected a positive int"),
+        ({"engine_options": {"cores": 2}}, "unknown option 'cores' for duckdb"),
+        ({"feature_sets": []}, "feature_sets: empty; name one or more of customer_rfm"),
+        ({"feature_sets": "customer_rfm"}, "feature_sets: expected a list of names"),
+        ({"partitioning": ["year", "year"]}, "partitioning: names listed twice: 'year'"),
+    ],
+)
+def test_each_bad_value_is_named(settings: Settings, config: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        FeatureEngineeringPipeline(config={"feature_sets": ["customer_rfm"], **config})
+    assert fragment in str(err.value)
+
+
+def test_a_config_must_be_a_mapping() -> None:
+    with pytest.raises(ConfigError, match="expected a mapping of setting -> value; got list"):
+        FeatureEngineeringPipeline(config=["customer_rfm"])  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- input
+
+
+def test_an_empty_silver_table_asks_for_ingestion(settings: Settings, workspace: Workspace) -> None:
+    with pytest.raises(NotFoundError, match="run `retailml data ingest <file>` first"):
+        pipeline(settings).run()
+    write_silver_part(settings, [])
+    with pytest.raises(NotFoundError, match="1 Parquet part"):
+        pipeline(settings).run()
+
+
+def test_parts_without_a_recorded_version_are_versioned_by_content(
+    settings: Settings, write_silver: WriteSilver
+) -> None:
+    write_silver(random_lines(invoices=50), record=False)
+    first = pipeline(settings).run()
+    again = pipeline(settings).run()
+    assert first.input_data_version.startswith("parts-")
+    assert again["customer_rfm"].version == first["customer_rfm"].version
+    assert again["customer_rfm"].reused
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def test_output_is_partitioned_by_year_and_month_with_a_manifest(
+    settings: Settings, workspace: Workspace, write_silver: WriteSilver
+) -> None:
+    write_silver(random_lines(invoices=100) + LATER)
+    result = pipeline(settings, "product_popularity").run()["product_popularity"]
+
+    root = workspace.features / "product_popularity"
+    assert result.path == root / result.version
+    assert (root / "_latest").read_text().strip() == result.version
+    partitions = sorted(str(p.relative_to(result.path)) for p in result.path.rglob("*.parquet"))
+    assert partitions[0] == "year=2011/month=1/data_0.parquet"
+    assert "year=2011/month=12/data_0.parquet" in partitions
+    assert len(result.version) == 16 and int(result.version, 16) >= 0
+
+    manifest = json.loads((result.path / "_manifest.json").read_text())
+    db = PlatformDB.from_settings(settings)
+    recorded = db.latest_data_version(SILVER_TABLE)
+    db.dispose()
+    assert recorded is not None
+    assert manifest["row_count"] == result.row_count
+    assert list(manifest["columns"]) == list(result.columns)
+    assert manifest["columns"]["quantity_sum"] == "integer"
+    assert manifest["input_data_version"] == recorded.version
+    assert len(manifest["definition_hash"]) == 64
+    assert manifest["partitioning"] == ["year", "month"]
+    assert manifest["created_at"]
+    assert manifest["validation"]["passed"] is True
+
+
+def test_partitioning_by_year_only(settings: Settings, write_silver: WriteSilver) -> None:
+    write_silver(random_lines(invoices=100))
+    by_month = pipeline(settings, "seasonal_trends").run()["seasonal_trends"]
+    by_year = pipeline(settings, "seasonal_trends", partitioning=["year"]).run()["seasonal_trends"]
+
+    assert by_year.version != by_month.version  # the layout is part of the version
+    assert [p.parent.name for p in by_year.path.rglob("*.parquet")] == ["year=2011"]
+    assert by_year.table().equals(by_month.table())
+
+
+def test_same_input_gives_the_same_version_and_no_rebuild(
+    settings: Settings, write_silver: WriteSilver
+) -> None:
+    write_silver(random_lines(invoices=100))
+    first = pipeline(settings, "customer_rfm").run()["customer_rfm"]
+    files = {p: p.stat().st_mtime_ns for p in first.path.rglob("*")}
+
+    again = pipeline(settings, "customer_rfm").run()["customer_rfm"]
+    assert (again.version, again.reused) == (first.version, True)
+    assert {p: p.stat().st_mtime_ns for p in again.path.rglob("*")} == files
+    assert again.validation.passed
+
+    forced = asyncio.run(pipeline(settings, "customer_rfm").execute(force=True))["customer_rfm"]
+    assert (forced.version, forced.reused) == (first.version, False)
+    assert forced.table().equals(first.table())
+
+
+def test_changed_data_gives_a_new_version_and_the_old_stays_readable(
+    settings: Settings, workspace: Workspace, write_silver: WriteSilver
+) -> None:
+    write_silver(random_lines(invoices=100))
+    old = pipeline(settings).run()["customer_rfm"]
+    old_rows = old.table()
+
+    write_silver(LATER, run_id="y")
+    new = pipeline(settings).run()["customer_rfm"]
+
+    assert new.version != old.version
+    assert versions(workspace, "customer_rfm") == {old.version, new.version}
+    assert load_feature_set("customer_rfm", settings=settings).version == new.version
+    assert load_feature_set("customer_rfm", version=old.version).table().equals(old_rows)
+    assert "99999" in set(new.table().column("customer_id").to_pylist())
+
+
+def test_a_changed_parameter_gives_a_new_version(
+    settings: Settings, write_silver: WriteSilver
+) -> None:
+    write_silver(random_lines(invoices=100))
+    single = pipeline(settings).run()["customer_rfm"]
+    monthly = pipeline(settings, snapshots="monthly").run()["customer_rfm"]
+    assert single.version != monthly.version
+    assert monthly.row_count > single.row_count
+
+
+def test_a_failure_mid_write_publishes_nothing(
+    settings: Settings,
+    workspace: Workspace,
+    write_silver: WriteSilver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write_silver(random_lines(invoices=100))
+    before = pipeline(settings, "customer_rfm", "daily_sales").run()
+    write_silver(LATER, run_id="y")
+
+    original = DuckDBEngine.write
+
+    def write_then_crash(self: DuckDBEngine, sql: str, directory: Path, parts: Any) -> int:
+        rows = original(self, sql, directory, parts)
+        if "series_id" in sql:  # daily_sales, after customer_rfm was staged
+            raise OSError("No space left on device")
+        return rows
+
+    monkeypatch.setattr(DuckDBEngine, "write", write_then_crash)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline(settings, "customer_rfm", "daily_sales").run()
+
+    for name in ("customer_rfm", "daily_sales"):
+        old = before[name]
+        # No new version, no staging directory left behind, the pointer unmoved.
+        assert versions(workspace, name) == {old.version}
+        assert load_feature_set(name, settings=settings).version == old.version
+        assert load_feature_set(name, settings=settings).table().equals(old.table())
+    assert len(builds(settings)) == 2  # the first run's
+
+
+# --------------------------------------------------------------------------- validation
+
+MISSING_PRICE: list[Line] = [
+    ("500001", "85123A", 10, "2011-01-10T10:00", 2.0, "12345", UK),
+    ("500002", "22423", 5, "2011-02-10T10:00", 4.0, "12345", UK),
+    ("500003", "85123A", 4, "2011-03-01T09:00", 2.5, "67890", UK),
+    ("500004", "84879", 1, "2011-03-05T12:00", 30.0, "67890", "France"),
+    ("500005", "22423", 2, "2011-03-06T12:00", 4.0, "67890", "France"),
+    ("500006", "99999", 3, "2011-03-07T10:00", None, "67890", "France"),  # no price
+]
+
+
+def test_a_failing_rule_stops_the_run_naming_set_column_and_value(
+    settings: Settings, workspace: Workspace, write_silver: WriteSilver
+) -> None:
+    write_silver(MISSING_PRICE)
+    run = pipeline(settings, "customer_rfm", "product_popularity", source_tables=["bronze_sales"])
+
+    with pytest.raises(DataValidationError) as err:
+        run.run()
+
+    message = str(err.value)
+    assert message.startswith("product_popularity: expected the features to pass")
+    # One product-month of six has no unit price at all.
+    assert "[missing_threshold] column 'unit_price_mean': measured 0.1667, limit 0.05" in message
+    assert "on_validation_failure='warn'" in message
+    # No version of either set (all or nothing), no staging directory left behind.
+    assert not list(workspace.features.rglob("*.parquet"))
+    assert not list(workspace.features.rglob(".*"))
+    [rejected] = builds(settings)
+    assert (rejected.feature_set, rejected.status, rejected.output_path) == (
+        "product_popularity",
+        "rejected",
+        None,
+    )
+    assert rejected.validation is not None and rejected.validation["passed"] is False
+
+
+def test_warn_mode_publishes_and_records_the_failures(
+    settings: Settings, write_silver: WriteSilver
+) -> None:
+    write_silver(MISSING_PRICE)
+    result = pipeline(settings, "product_popularity", on_validation_failure="warn").run()
+
+    products = result["product_popularity"]
+    assert products.row_count == 6
+    assert result.warnings == products.warnings
+    [warning] = result.warnings
+    assert warning.startswith("product_popularity: [missing_threshold] column 'unit_price_mean'")
+    manifest = json.loads((products.path / "_manifest.json").read_text())
+    assert manifest["validation"]["passed"] is False
+    [build] = builds(settings)
+    assert (build.status, build.row_count) == ("published", 6)
+
+    # Reusing the published version re-applies the rules: fail mode still refuses it.
+    with pytest.raises(DataValidationError, match="unit_price_mean"):
+        pipeline(settings, "product_popularity").run()
+
+
+def test_outlier_detection_measures_on_the_log_scale(
+    settings: Settings, write_silver: WriteSilver
+) -> None:
+    lines = random_lines(invoices=300)
+    write_silver([*lines, ("999999", "P001", 80995, "2011-06-01T10:00", 2.08, "10001", UK)])
+    rules = {"outlier_detection": True, "outlier_threshold": 0.0}
+
+    with pytest.raises(DataValidationError) as err:
+        pipeline(settings, "product_popularity", validation_rules=rules).run()
+
+    assert "[outlier_detection] column 'quantity_sum'" in str(err.value)
+    warned = pipeline(
+        settings, "product_popularity", validation_rules=rules, on_validation_failure="warn"
+    ).run()["product_popularity"]
+    outliers = warned.validation.checks["outliers"]
+    examined = outliers.details["columns"]
+    assert examined == ["quantity_sum", "unit_price_mean", "total_amount_sum"]
+    flagged = [f.column for f in outliers.failures]
+    assert "quantity_sum" in flagged
+    assert outliers.details["outlier_count"]["quantity_sum"] == 1  # the 80995 line
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def test_lineage_rows_record_each_published_build(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"database_url": database_url})
+    write_silver_part(settings, random_lines(invoices=80))
+
+    result = pipeline(settings, "customer_rfm", "temporal").run()
+    pipeline(settings, "customer_rfm", "temporal").run()  # reuse: no new rows
+
+    db = PlatformDB.from_settings(settings)
+    try:
+        with db.session() as session:
+            rows = list(session.scalars(select(FeatureBuild).order_by(FeatureBuild.feature_set)))
+            data_version = session.scalars(select(DataVersion)).one()
+    finally:
+        db.dispose()
+    assert [(r.feature_set, r.status) for r in rows] == [
+        ("customer_rfm", "published"),
+        ("temporal", "published"),
+    ]
+    for row in rows:
+        published = result[row.feature_set]
+        manifest = json.loads((published.path / "_manifest.json").read_text())
+        assert row.version == published.version
+        assert row.input_table == SILVER_TABLE
+        assert row.input_data_version == data_version.version
+        assert row.transformation == manifest["definition_hash"]
+        assert row.output_path == str(published.path)
+        assert row.row_count == published.row_count
+        assert row.engine == "duckdb"
+        assert row.parameters["partitioning"] == ["year", "month"]
+        assert row.validation is not None and row.validation["passed"] is True
