@@ -16,6 +16,7 @@ from retailml.core.workspace import Workspace
 
 COMMANDS = [
     ["init"],
+    ["features", "build"],
     ["demo"],
     ["config", "show"],
     ["data", "generate"],
@@ -158,7 +159,7 @@ def test_demo_ends_with_the_paths_to_open(
         for line in tail.splitlines()[1:]
         if ":" in line
     ]
-    assert len(paths) == 3
+    assert len(paths) == 4
     for path in paths:
         assert Path(path).exists(), path
 
@@ -177,3 +178,40 @@ def test_commands_log_to_the_workspace_log_file(
 def test_help_does_not_create_a_workspace(settings: Settings) -> None:
     assert main(["--help"]) == 0
     assert not settings.home.exists()
+
+
+def test_features_build_publishes_every_set_of_the_shipped_config(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "sales.parquet"
+    assert main(["data", "generate", "--rows", "20000", "--output", str(source)]) == 0
+    assert main(["data", "ingest", str(source)]) == 0
+    capsys.readouterr()
+    config = Path(__file__).resolve().parents[2] / "configs" / "features.yaml"
+    assert main(["features", "build", "--config", str(config)]) == 0
+    text = capsys.readouterr().out
+    for name in (
+        "customer_rfm",
+        "product_popularity",
+        "seasonal_trends",
+        "temporal",
+        "daily_sales",
+    ):
+        assert name in text
+        assert (settings.home / "features" / name / "_latest").is_file()
+    assert main(["features", "build", "--config", str(config)]) == 0
+    assert "(reused)" in capsys.readouterr().out
+
+
+def test_features_build_before_ingestion_says_what_to_run(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["features", "build"]) == 1
+    assert "retailml data ingest" in capsys.readouterr().err
+
+
+def test_features_build_with_a_missing_config_file_fails_clearly(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["features", "build", "--config", str(tmp_path / "nope.yaml")]) == 1
+    assert "nope.yaml" in capsys.readouterr().err

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import guide
 from retailml.core.db import DataVersion, PlatformDB
 from retailml.core.settings import Settings
 from retailml.core.workspace import Workspace
 from retailml.data.ingest import SILVER_TABLE
 from retailml.data.schema import NON_PRODUCT_CODES, SILVER_SCHEMA
-
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "ML_PIPELINE_GUIDE.md"
 
 #: (invoice_no, stock_code, quantity, invoice_date, unit_price, customer_id, country);
 #: a None unit price (a file without prices) gets a total amount of 0 here.
@@ -117,8 +114,4 @@ def random_lines(
 
 def guide_block(heading: str) -> str:
     """The first python code block after a heading of the vendored guide."""
-    text = GUIDE.read_text(encoding="utf-8")
-    start = text.index(heading)
-    match = re.search(r"```python\n(.*?)```", text[start:], flags=re.DOTALL)
-    assert match, f"no python block after {heading!r} in {GUIDE}"
-    return match.group(1).replace("from src.ml.", "from retailml.")
+    return guide.block(heading)

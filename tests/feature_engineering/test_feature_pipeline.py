@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+import guide
 import retailml.feature_engineering.feature_pipeline as feature_pipeline
 from retailml.core.db import DataVersion, FeatureBuild, PlatformDB
 from retailml.core.errors import ConfigError, DataValidationError, NotFoundError
@@ -61,12 +61,7 @@ def versions(workspace: Workspace, name: str) -> set[str]:
 
 def test_the_guides_pipeline_snippet_runs_as_written(write_silver: WriteSilver) -> None:
     write_silver(random_lines())
-    snippet = guide_block("**Configuration Example**")
-    namespace: dict[str, Any] = {}
-    # The guide awaits at top level; run it as the body of a coroutine.
-    exec(f"async def main():\n{textwrap.indent(snippet, '    ')}\n    return features\n", namespace)
-
-    features = asyncio.run(namespace["main"]())
+    features = guide.run(guide_block("**Configuration Example**"), returns="features")
 
     assert isinstance(features, PipelineResult)
     assert list(features) == ["customer_rfm", "product_popularity", "seasonal_trends"]

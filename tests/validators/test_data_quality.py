@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,12 +15,12 @@ import pyarrow as pa
 import pytest
 from sklearn.ensemble import IsolationForest
 
+import guide
 import retailml.validators
 from retailml.core.errors import ConfigError, DataValidationError
 from retailml.validators import data_quality
 from retailml.validators.data_quality import CheckResult, DataQualityValidator, Finding
 
-GUIDE = Path(__file__).parents[2] / "docs" / "ML_PIPELINE_GUIDE.md"
 RFM_SCHEMA = {
     "customer_id": "string",
     "recency_days": "integer",
@@ -54,14 +53,10 @@ def guide_validate_features() -> Callable[[Any], dict[str, CheckResult]]:
     The code is read from the guide itself rather than copied, so the test
     fails when the guide and the package drift apart.
     """
-    text = GUIDE.read_text(encoding="utf-8")
-    section = text.split("### Feature Validation", 1)[1]
-    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
-    guide_import = "from src.domain.validators.data_quality import DataQualityValidator"
-    assert guide_import in snippet
-    snippet = snippet.replace("from src.domain.", "from retailml.")
+    snippet = guide.block("### Feature Validation")
+    assert "from retailml.validators.data_quality import DataQualityValidator" in snippet
     namespace: dict[str, Any] = {}
-    exec(compile(snippet, f"{GUIDE}#feature-validation", "exec"), namespace)
+    exec(compile(snippet, str(guide.GUIDE), "exec"), namespace)
     function: Callable[[Any], dict[str, CheckResult]] = namespace["validate_features"]
     return function
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from retailml import __version__
 from retailml.cli._console import err, out
 from retailml.cli.data import data_app, generate_file, ingest_path, print_ingest_result
+from retailml.cli.features import BUILTIN_CONFIG, build_features, features_app, print_build
 from retailml.core.errors import RetailMLError
 from retailml.core.logs import configure_logging
 from retailml.core.settings import Settings, get_settings, load_settings
@@ -28,6 +29,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
 
 
 def _version(value: bool) -> None:
@@ -92,8 +94,8 @@ def demo(
     """Run the whole lifecycle that exists on the embedded defaults.
 
     Today: generate realistic UCI-style transactions -> ingest them into
-    bronze, silver and quarantine -> print the data-quality report and
-    where every output is.
+    bronze, silver and quarantine -> build and validate every feature set
+    -> print the data-quality report and where every output is.
 
     Example: retailml demo --rows 50000
     """
@@ -101,16 +103,19 @@ def demo(
     workspace = Workspace.from_settings(settings)
     workspace.init()
     landing = workspace.landing / "online_retail_demo.csv"
-    out.print("[bold]1/2 generate[/bold] synthetic UCI Online Retail transactions")
+    out.print("[bold]1/3 generate[/bold] synthetic UCI Online Retail transactions")
     generate_file(
         rows=rows,
         seed=settings.seed if seed is None else seed,
         output=landing,
     )
     out.print(f"    wrote {rows:,} rows to {landing}")
-    out.print("[bold]2/2 ingest[/bold] into bronze, silver and quarantine")
+    out.print("[bold]2/3 ingest[/bold] into bronze, silver and quarantine")
     result = ingest_path(landing, mapping=None, date_format=None, settings=settings)
     print_ingest_result(result)
+    out.print("[bold]3/3 features[/bold]: compute, validate and publish every feature set")
+    features = build_features(dict(BUILTIN_CONFIG), settings=settings)
+    print_build(features, root=workspace.root)
     out.print()
     out.print("[bold]Open these:[/bold]")
     out.print(f"  silver table:    {result.silver_path}")
@@ -120,6 +125,7 @@ def demo(
         f"   ({quarantined:,} rows)"
     )
     out.print(f"  quality report:  {result.report_path}")
+    out.print(f"  feature sets:    {workspace.features}")
 
 
 def main(argv: list[str] | None = None) -> int:
