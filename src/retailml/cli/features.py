@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from retailml.cli._console import err, out
-from retailml.core.errors import ConfigError, problem
+from retailml.core.io import read_yaml_mapping
 from retailml.core.settings import Settings, get_settings
 
 features_app = typer.Typer(
@@ -41,39 +41,15 @@ BUILTIN_CONFIG: dict[str, Any] = {
 
 def load_pipeline_config(path: Path | None) -> dict[str, Any]:
     """Read a pipeline config file; without one, configs/features.yaml or the built-in default."""
-    import yaml
-
     if path is None:
         if not DEFAULT_CONFIG.is_file():
             return dict(BUILTIN_CONFIG)
         path = DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(
-            problem(
-                "an existing YAML file",
-                f"no file at {str(path)!r}",
-                "pass --config with the path of a pipeline config (see configs/features.yaml)",
-                subject="--config",
-            )
-        )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            problem(
-                "valid YAML", f"a parse error ({exc})", "fix the YAML syntax", subject=str(path)
-            )
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(
-            problem(
-                "a mapping with source_tables, feature_sets, validation_rules, ...",
-                f"a {type(data).__name__}",
-                "see configs/features.yaml for the shape",
-                subject=str(path),
-            )
-        )
-    return data
+    return read_yaml_mapping(
+        path,
+        subject="--config",
+        shape="pipeline settings: source_tables, feature_sets, ... (see configs/features.yaml)",
+    )
 
 
 def build_features(config: dict[str, Any], *, settings: Settings, force: bool = False) -> Any:

@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -73,3 +74,46 @@ def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_yaml_mapping(path: Path, *, subject: str, shape: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping.
+
+    Args:
+        path: The file.
+        subject: What names the file in messages (an option such as ``--mapping``).
+        shape: What the mapping should contain, for the message when it does not.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not YAML, or not a mapping;
+            the message says which, in the expected / got / fix form.
+    """
+    import yaml
+
+    from retailml.core.errors import ConfigError, problem
+
+    if not path.is_file():
+        raise ConfigError(
+            problem(
+                "an existing YAML file",
+                f"no file at {str(path)!r}",
+                f"pass the path of a YAML file of {shape}",
+                subject=subject,
+            )
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            problem("valid UTF-8 YAML", f"a parse error ({exc})", "fix the YAML", subject=str(path))
+        ) from exc
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(
+            problem(
+                f"a YAML mapping of {shape}",
+                f"{type(data).__name__} {data!r}"[:120],
+                f"write {shape}, one 'name: value' per line",
+                subject=str(path),
+            )
+        )
+    return data

@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from retailml.core.errors import ConfigError, problem
+from retailml.core.io import read_yaml_mapping
 
 #: The eight source columns of the UCI Online Retail layout, in order.
 CANONICAL_COLUMNS: tuple[str, ...] = (
@@ -192,28 +193,9 @@ class ColumnMapping:
     @classmethod
     def load(cls, path: Path) -> ColumnMapping:
         """Read a mapping YAML file."""
-        import yaml
-
-        if not path.is_file():
-            raise ConfigError(
-                problem(
-                    "an existing mapping YAML file",
-                    f"no file at {str(path)!r}",
-                    "pass the path of a file of 'canonical_column: source_column' lines",
-                    subject="--mapping",
-                )
-            )
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                problem(
-                    "valid YAML",
-                    f"a parse error ({exc})",
-                    "fix the YAML syntax",
-                    subject=str(path),
-                )
-            ) from exc
+        data = read_yaml_mapping(
+            path, subject="--mapping", shape="canonical_column: source_column lines"
+        )
         return cls.from_dict(data, source=str(path))
 
     def resolve(self, headers: list[str], *, subject: str) -> dict[str, str]:
