@@ -121,7 +121,7 @@ def test_config_errors_list_every_problem_at_once(settings: Settings) -> None:
         "validation_rules": {"missing_threshold": 1.5, "outlier_detection": "yes", "max_nulls": 3},
         "output_format": "csv",
         "partitioning": ["year", "day"],
-        "engine": "spark",
+        "engine": "flink",
         "on_validation_failure": "ignore",
         "colour": "blue",
     }
@@ -140,7 +140,7 @@ def test_config_errors_list_every_problem_at_once(settings: Settings) -> None:
         "unknown rule 'max_nulls'",
         "output_format: expected one of 'parquet'; got 'csv'",
         "partitioning: unknown column 'day'; expected a subset of ['year', 'month']",
-        "engine: expected one of 'duckdb'; got 'spark'",
+        "engine: expected one of 'duckdb', 'spark'; got 'flink'",
         "on_validation_failure: expected one of 'fail', 'warn'; got 'ignore'",
     ):
         assert fragment in message

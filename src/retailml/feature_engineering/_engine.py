@@ -3,8 +3,8 @@
 An engine runs the feature definitions' SQL over the silver Parquet parts and
 writes each result as partitioned Parquet into a directory the pipeline
 chooses; it never hands whole tables to Python. DuckDB is the embedded
-default; a Spark engine joins the registry by implementing the same protocol
-over the same SQL (transpiled with sqlglot).
+default; the Spark engine implements the same protocol over the same SQL
+(transpiled with sqlglot).
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class FeatureEngine(Protocol):
 EngineFactory = Callable[[Sequence[Path], Path, Mapping[str, Any]], FeatureEngine]
 
 
+def _no_problems(_options: Mapping[str, Any]) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     """A registered engine.
@@ -53,14 +57,22 @@ class EngineSpec:
     Attributes:
         factory: Creates an engine session.
         options: Option name -> (type, description) accepted in ``engine_options``.
+        check: Problems with option values beyond their types (one line each),
+            reported with the rest of the configuration's problems.
     """
 
     factory: EngineFactory
     options: Mapping[str, tuple[type, str]]
+    check: Callable[[Mapping[str, Any]], list[str]] = _no_problems
 
 
 def engines() -> dict[str, EngineSpec]:
-    """Every available engine, by name (``"duckdb"``)."""
-    from retailml.feature_engineering._duckdb_engine import OPTIONS, DuckDBEngine
+    """Every available engine, by name (``"duckdb"``, ``"spark"``)."""
+    from retailml.feature_engineering import _duckdb_engine, _spark_engine
 
-    return {"duckdb": EngineSpec(DuckDBEngine, OPTIONS)}
+    return {
+        "duckdb": EngineSpec(_duckdb_engine.DuckDBEngine, _duckdb_engine.OPTIONS),
+        "spark": EngineSpec(
+            _spark_engine.SparkEngine, _spark_engine.OPTIONS, _spark_engine.check_options
+        ),
+    }

@@ -40,7 +40,9 @@ Configuration keys (validated together; every problem is reported at once):
 ``validation_rules``
     See :mod:`retailml.feature_engineering._validation`.
 ``output_format`` (``"parquet"``), ``partitioning`` (a subset of ``["year", "month"]``)
-``engine`` (``"duckdb"``), ``engine_options`` (``threads``, ``memory_limit``)
+``engine`` (``"duckdb"`` or ``"spark"``), ``engine_options``
+    DuckDB: ``threads``, ``memory_limit``; Spark: ``master``, ``driver_memory``,
+    ``spark_conf`` (see :mod:`retailml.feature_engineering._spark_engine`).
 ``on_validation_failure`` (``"fail"`` or ``"warn"``)
     ``"warn"`` publishes sets that fail validation and lists the failures in
     the result's ``warnings``.
@@ -119,7 +121,7 @@ CONFIG_KEYS: dict[str, str] = {
     "validation_rules": "mapping of rule -> value",
     "output_format": "'parquet'",
     "partitioning": "subset of ['year', 'month']",
-    "engine": "engine name ('duckdb')",
+    "engine": "engine name ('duckdb' or 'spark')",
     "engine_options": "mapping of engine option -> value",
     "on_validation_failure": "'fail' or 'warn'",
     "snapshots": "customer_rfm snapshots: 'single' or 'monthly'",
@@ -303,6 +305,7 @@ def parse_config(config: object) -> PipelineConfig:
                 problems.append(f"engine_options.{key}: expected a positive int; got {value!r}")
             else:
                 engine_options[key] = value
+        problems.extend(available[engine].check(engine_options))
 
     on_failure = _choice(
         config.get("on_validation_failure", "fail"),
