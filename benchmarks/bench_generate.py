@@ -1,8 +1,8 @@
 """Benchmark the synthetic transaction generator: generate + write, time and peak memory.
 
 Each size runs in its own subprocess so its peak resident memory (``ru_maxrss``
-from ``os.wait4``) belongs to that size alone. Target: 10 million rows generated
-and written to Parquet in about a minute.
+from ``os.wait4``, see ``_common.py``) belongs to that size alone. Target: 10
+million rows generated and written to Parquet in about a minute.
 
 Usage::
 
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import run_measured
 
 TARGET_ROWS = 10_000_000
 TARGET_SECONDS = 60.0
@@ -47,16 +47,7 @@ def _run(rows: int, seed: int, path: Path) -> dict[str, float]:
     """Run one size in a subprocess; add its peak RSS in MB."""
     command = [sys.executable, __file__, "--child", "--rows", str(rows), "--seed", str(seed)]
     command += ["--out-path", str(path)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
-        assert process.stdout is not None
-        output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"the {rows:,}-row run failed with exit code {process.returncode}")
-    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
-    result["peak_mb"] = usage.ru_maxrss / 1024  # Linux reports kilobytes
-    return result
+    return run_measured(command, what=f"the {rows:,}-row run")
 
 
 def _verdict(results: dict[int, dict[str, float]]) -> str:
