@@ -53,6 +53,7 @@ test: lint typecheck layers pytest ## everything CI runs
 
 bench: install-dev ## benchmarks (not part of the test suite)
 	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_features.py
 
 clean: ## remove the virtual environment and the default workspace
 	rm -rf $(VENV) workspace

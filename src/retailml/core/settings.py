@@ -67,6 +67,27 @@ class Settings(BaseSettings):
             "UCI's month/day/year."
         ),
     )
+    online_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite",
+        description=(
+            "Feast online store for serving features: SQLite in <home>/feature_repo, or Redis."
+        ),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description=(
+            "Redis for the online store (rediss:// for TLS); a password is written to "
+            "feature_store.yaml as ${RETAILML_REDIS_PASSWORD}."
+        ),
+    )
+    feast_project: str = Field(
+        default="retailml",
+        pattern=r"^[A-Za-z0-9_]+$",
+        description=(
+            "Feast project name; it prefixes online-store keys, so workspaces sharing "
+            "one Redis need different projects."
+        ),
+    )
     db_busy_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds a SQLite writer waits for a lock before failing."
     )
@@ -81,6 +102,13 @@ class Settings(BaseSettings):
         if value.startswith("postgresql://"):
             # psycopg 3 is the driver retailml installs.
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError("a redis:// or rediss:// URL")
         return value
 
     @classmethod
