@@ -17,6 +17,10 @@ from retailml.core.workspace import Workspace
 COMMANDS = [
     ["init"],
     ["features", "build"],
+    ["features", "materialize"],
+    ["features", "get"],
+    ["features", "versions"],
+    ["features", "rollback"],
     ["demo"],
     ["config", "show"],
     ["data", "generate"],
@@ -153,6 +157,15 @@ def test_demo_ends_with_the_paths_to_open(
 ) -> None:
     assert main(["demo", "--rows", "5000"]) == 0
     text = capsys.readouterr().out
+    assert "customer_features" in text
+    command = next(line for line in text.splitlines() if "retailml features get" in line)
+    customer = command.rsplit(" ", 1)[1]
+    assert (
+        main(["features", "get", "--set", "customer_features", "--entity", customer, "--json"]) == 0
+    )
+    looked_up = json.loads(capsys.readouterr().out)
+    assert looked_up["found"] is True
+    assert looked_up["features"]["monetary_total"] > 0
     tail = text[text.index("Open these:") :]
     paths = [
         line.split(":", 1)[1].split("   (")[0].strip()
@@ -215,3 +228,25 @@ def test_features_build_with_a_missing_config_file_fails_clearly(
 ) -> None:
     assert main(["features", "build", "--config", str(tmp_path / "nope.yaml")]) == 1
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_materialize_before_any_build_says_what_to_run(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["features", "materialize"]) == 1
+    assert "retailml features build" in capsys.readouterr().err
+
+
+def test_get_of_an_unknown_entity_exits_non_zero(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "sales.parquet"
+    assert main(["data", "generate", "--rows", "5000", "--output", str(source)]) == 0
+    assert main(["data", "ingest", str(source)]) == 0
+    assert main(["features", "build"]) == 0
+    assert main(["features", "materialize", "--set", "customer_features"]) == 0
+    capsys.readouterr()
+    assert main(["features", "get", "--set", "customer_features", "--entity", "nobody"]) == 1
+    assert "'nobody' is not in the online store" in capsys.readouterr().err
+    assert main(["features", "get", "--set", "nope", "--entity", "1"]) == 1
+    assert "nope" in capsys.readouterr().err

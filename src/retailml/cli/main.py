@@ -11,7 +11,13 @@ from rich.markup import escape
 from retailml import __version__
 from retailml.cli._console import err, out
 from retailml.cli.data import data_app, generate_file, ingest_path, print_ingest_result
-from retailml.cli.features import BUILTIN_CONFIG, build_features, features_app, print_build
+from retailml.cli.features import (
+    BUILTIN_CONFIG,
+    build_features,
+    features_app,
+    materialize_features,
+    print_build,
+)
 from retailml.core.errors import RetailMLError
 from retailml.core.logs import configure_logging
 from retailml.core.settings import Settings, get_settings, load_settings
@@ -95,7 +101,9 @@ def demo(
 
     Today: generate realistic UCI-style transactions -> ingest them into
     bronze, silver and quarantine -> build and validate every feature set
-    -> print the data-quality report and where every output is.
+    -> register them in the Feast feature store and load the online store
+    -> print the data-quality report, an online lookup and where every
+    output is.
 
     Example: retailml demo --rows 50000
     """
@@ -103,19 +111,27 @@ def demo(
     workspace = Workspace.from_settings(settings)
     workspace.init()
     landing = workspace.landing / "online_retail_demo.csv"
-    out.print("[bold]1/3 generate[/bold] synthetic UCI Online Retail transactions")
+    out.print("[bold]1/4 generate[/bold] synthetic UCI Online Retail transactions")
     generate_file(
         rows=rows,
         seed=settings.seed if seed is None else seed,
         output=landing,
     )
     out.print(f"    wrote {rows:,} rows to {landing}")
-    out.print("[bold]2/3 ingest[/bold] into bronze, silver and quarantine")
+    out.print("[bold]2/4 ingest[/bold] into bronze, silver and quarantine")
     result = ingest_path(landing, mapping=None, date_format=None, settings=settings)
     print_ingest_result(result)
-    out.print("[bold]3/3 features[/bold]: compute, validate and publish every feature set")
+    out.print("[bold]3/4 features[/bold]: compute, validate and publish every feature set")
     features = build_features(dict(BUILTIN_CONFIG), settings=settings)
     print_build(features, root=workspace.root)
+    out.print("[bold]4/4 feature store[/bold]: register in Feast and load the online store")
+    loaded = materialize_features(settings)
+    for name, (source, version, count) in loaded.items():
+        out.print(f"    {name:<18} <- {source} {version}: {count:,} entities online")
+    rfm = features["customer_rfm"].table("pandas")
+    best = str(rfm.sort_values("monetary_total", ascending=False)["customer_id"].iloc[0])
+    out.print(f"    online lookup of the top customer: {_online_lookup(settings, best)}")
+    out.print(f"    $ retailml features get --set customer_features --entity {best}")
     out.print()
     out.print("[bold]Open these:[/bold]")
     out.print(f"  silver table:    {result.silver_path}")
@@ -128,6 +144,20 @@ def demo(
     out.print(f"  feature sets:    {workspace.features}")
 
 
+def _online_lookup(settings: Settings, customer_id: str) -> str:
+    import asyncio
+
+    from retailml.feature_engineering.feature_store import FeatureStore
+
+    with FeatureStore(settings) as store:
+        values = asyncio.run(store.get_online_features("customer_features", customer_id))
+    shown = ", ".join(
+        f"{name}={value:,.2f}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in values.items()
+    )
+    return f"{customer_id}: {shown}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; errors print one clear line, no traceback.
 
@@ -137,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Report every invalid setting before any command runs.
         configure_logging(load_settings())
-        app(args=argv, prog_name="retailml", standalone_mode=False)
+        # Without standalone mode, click returns typer.Exit's code instead of exiting.
+        code = app(args=argv, prog_name="retailml", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
