@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -503,3 +504,13 @@ def test_dimension_relations_describe_customers_and_products(
         },
     )
     assert products.loc["85123A", "modal_price"] == 2.5  # 2.5 twice (the cancellation aside)
+
+
+def test_only_a_definition_reading_transactions_alone_may_be_chunked() -> None:
+    # A window restricts the transactions; a dimension built over all of them would not follow.
+    temporal = FEATURE_SETS["temporal"]
+    with pytest.raises(ValueError, match="chunkable_by='month' needs a definition that reads only"):
+        replace(temporal, chunkable_by="month")
+    chunkable = {n: fs.chunkable_by for n, fs in FEATURE_SETS.items() if fs.chunkable_by}
+    # Rows over one month (one day) of lines; the rest read across months.
+    assert chunkable == {"product_popularity": "month", "daily_sales": "day"}

@@ -5,28 +5,52 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
+import random
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
 import guide
 import retailml.feature_engineering.feature_pipeline as feature_pipeline
 from retailml.core.db import DataVersion, FeatureBuild, PlatformDB
-from retailml.core.errors import ConfigError, DataValidationError, NotFoundError
+from retailml.core.errors import ConfigError, DataValidationError, NotFoundError, StateError
 from retailml.core.settings import Settings
 from retailml.core.workspace import Workspace
 from retailml.data.ingest import SILVER_TABLE
-from retailml.feature_engineering._duckdb_engine import DuckDBEngine
+from retailml.feature_engineering._duckdb_engine import (
+    DuckDBEngine,
+    available_cpus,
+    cgroup_limits,
+    default_memory_limit,
+    month_windows,
+)
+from retailml.feature_engineering._validation import validate, validate_columns
 from retailml.feature_engineering.feature_pipeline import (
+    FEATURE_SETS,
     FeatureEngineeringPipeline,
     FeatureSetResult,
     PipelineResult,
+    ValidationRules,
     load_feature_set,
 )
+from retailml.validators.data_quality import DataQualityValidator
 
-from .helpers import Line, WriteSilver, guide_block, random_lines, write_silver_part
+from .helpers import (
+    Line,
+    WriteSilver,
+    guide_block,
+    random_lines,
+    silver_table,
+    write_silver_part,
+)
 
 UK = "United Kingdom"
 
@@ -432,3 +456,230 @@ def test_lineage_rows_record_each_published_build(
         assert row.engine == "duckdb"
         assert row.parameters["partitioning"] == ["year", "month"]
         assert row.validation is not None and row.validation["passed"] is True
+
+
+# --------------------------------------------------------------------------- time windows
+
+#: The feature sets whose rows each come from one month (FeatureSet.chunkable_by).
+CHUNKABLE = sorted(name for name, fs in FEATURE_SETS.items() if fs.chunkable_by is not None)
+
+
+def fourteen_months(seed: int = 3) -> list[Line]:
+    """About 2,200 lines over 14 months, in time order, with every kind of line the sets treat.
+
+    Purchases, later (partial) cancellations, postage, guests, a product
+    bought twice on one invoice, and lines on the first and last instant of
+    a month.
+    """
+    purchases = random_lines(seed=seed, invoices=500, start="2010-12-01", days=420)
+    lines = list(purchases)
+    for invoice, code, quantity, when, price, customer, country in purchases[::7]:
+        later = (datetime.fromisoformat(when) + timedelta(hours=30)).isoformat()
+        lines.append(("C" + invoice, code, -min(quantity, 2), later, price, customer, country))
+    for invoice, code, quantity, when, price, customer, country in purchases[::11]:
+        lines.append((invoice, "POST", 1, when, 18.0, customer, country))
+        lines.append(("9" + invoice, code, quantity, when, price, None, country))  # a guest
+    for invoice, code, _, when, price, customer, country in purchases[::13]:
+        lines.append((invoice, code, 1, when, price, customer, country))  # the same product again
+    lines += [
+        ("800001", "P001", 3, "2011-04-01T00:00", 2.5, "10003", UK),
+        ("800002", "P002", 2, "2011-03-31T23:59:59.999999", 3.0, "10003", UK),
+    ]
+    return sorted(lines, key=lambda line: line[3])
+
+
+def write_row_groups(
+    settings: Settings, lines: list[Line], *, rows_per_group: int, shuffle: bool = False
+) -> list[Path]:
+    """One silver part in row groups of ``rows_per_group`` lines, in order or shuffled."""
+    if shuffle:
+        lines = random.Random(5).sample(lines, len(lines))
+    transactions = Workspace.from_settings(settings).transactions
+    transactions.mkdir(parents=True, exist_ok=True)
+    part = transactions / "part-x.parquet"
+    pq.write_table(silver_table(lines), part, row_group_size=rows_per_group)
+    return [part]
+
+
+def layout(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.name != "_manifest.json")
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in time order", "shuffled"])
+def test_sets_computed_month_window_by_window_equal_one_pass(
+    settings: Settings, shuffle: bool
+) -> None:
+    parts = write_row_groups(settings, fourteen_months(), rows_per_group=100, shuffle=shuffle)
+    windows = month_windows(parts, 300)
+    if shuffle:
+        # Every row group spans every month: merged into two windows, each reading all of silver.
+        assert len(windows) == 2
+    else:
+        assert len(windows) > 6  # two months or so each
+    # One thread: the same rows are summed in the same order, so every float is equal too.
+    one_pass = pipeline(settings, *CHUNKABLE, engine_options={"threads": 1}).run()
+    expected = {name: (one_pass[name].table(), layout(one_pass[name].path)) for name in CHUNKABLE}
+
+    windowed = pipeline(
+        settings, *CHUNKABLE, engine_options={"threads": 1, "window_rows": 300}
+    ).run(force=True)
+
+    for name in CHUNKABLE:
+        result = windowed[name]
+        assert result.version == one_pass[name].version  # the same definition and data
+        assert result.row_count == one_pass[name].row_count > 0
+        table, files = expected[name]
+        assert result.table().equals(table), name
+        # year=/month=/data_0.parquet, one file per month, no window directory left behind.
+        assert layout(result.path) == files, name
+        assert result.validation.to_dict() == one_pass[name].validation.to_dict()
+
+
+def test_month_windows_take_every_row_once_in_whole_months(tmp_path: Path) -> None:
+    stamps = [datetime(2011, 1, 1) + timedelta(hours=7 * i) for i in range(4000)]  # 38 months
+    part = tmp_path / "part-a.parquet"
+    dates = pa.array([*stamps, None, None], type=pa.timestamp("us"))
+    pq.write_table(pa.table({"invoice_date": dates}), part, row_group_size=250)
+
+    windows = month_windows([part], 400)
+
+    assert windows[-1] == "invoice_date IS NULL"  # rows without a date are a window too
+    boundaries = [datetime.fromisoformat(w.split("'")[1]) for w in windows[1:-1]]
+    assert all(b.day == 1 and b.time() == datetime.min.time() for b in boundaries)
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{part}')")
+    sizes = [con.execute(f"SELECT COUNT(*) FROM t WHERE {w}").fetchall()[0][0] for w in windows]
+    assert sum(sizes) == len(stamps) + 2
+    # Whole months of about 105 rows, packed up to window_rows (by estimate).
+    assert min(sizes[1:-2]) >= 300 and max(sizes[:-1]) <= 400 + 105
+    assert month_windows([part], 10**6) == []  # fits one window: one pass
+    no_statistics = tmp_path / "part-b.parquet"
+    pq.write_table(pa.table({"invoice_date": dates}), no_statistics, write_statistics=False)
+    assert month_windows([no_statistics], 400) == []  # no statistics to plan by: one pass
+
+
+def test_a_window_writing_another_windows_month_is_refused(
+    settings: Settings, workspace: Workspace
+) -> None:
+    parts = write_row_groups(settings, fourteen_months(), rows_per_group=100)
+    staged = workspace.tmp / "staged"
+    staged.mkdir(parents=True)
+    # Rows that all claim one month: not what chunkable_by promises.
+    sql = "SELECT COUNT(*) AS n, 2011 AS year, 1 AS month FROM transactions"
+    with DuckDBEngine(parts, workspace.tmp / "duckdb", {"window_rows": 300}) as engine:
+        with pytest.raises(StateError, match="two time windows wrote 'year=2011/month=1/"):
+            engine.write_by_month(sql, staged, ["year", "month"])
+        # The transactions view is whole again after the failure.
+        assert engine.con.sql("SELECT COUNT(*) FROM transactions").fetchall()[0][0] > 2000
+
+
+def test_a_failure_in_a_later_window_publishes_nothing(
+    settings: Settings, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_row_groups(settings, fourteen_months(), rows_per_group=100)
+    original = DuckDBEngine.write
+    calls: list[Path] = []
+
+    def crash_on_third(self: DuckDBEngine, sql: str, directory: Path, parts: Any) -> int:
+        calls.append(directory)
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        return original(self, sql, directory, parts)
+
+    monkeypatch.setattr(DuckDBEngine, "write", crash_on_third)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline(settings, "daily_sales", engine_options={"window_rows": 300}).run()
+
+    assert [directory.name for directory in calls] == [".window-0", ".window-1", ".window-2"]
+    # No version, and no staging or window directory left behind.
+    assert versions(workspace, "daily_sales") == set()
+    assert not list(workspace.features.rglob("*.parquet"))
+
+
+# --------------------------------------------------------------------------- validation path
+
+
+def test_validating_the_written_files_equals_validating_the_table(tmp_path: Path) -> None:
+    definition = FEATURE_SETS["product_popularity"]
+    rng = np.random.default_rng(0)
+    rows = 400
+    months = rng.integers(1, 13, rows)
+    quantity_mean = rng.lognormal(1.0, 1.0, rows)
+    quantity_mean[::37] = np.nan  # NaN is missing too
+    prices = pa.array(rng.lognormal(0.5, 0.8, rows), mask=np.arange(rows) % 29 == 0)
+    table = pa.table(
+        {
+            "stock_code": [f"P{i:04d}" for i in range(rows)],
+            "event_timestamp": pa.array(
+                [datetime(2011, int(m), 1) for m in months], type=pa.timestamp("us")
+            ),
+            "year": pa.array([2011] * rows, type=pa.int64()),
+            "month": pa.array(months, type=pa.int64()),
+            "quantity_sum": rng.integers(-5, 500, rows),
+            "quantity_mean": quantity_mean,
+            "quantity_std": pa.nulls(rows, pa.float64()),
+            "unit_price_mean": prices,
+            "unit_price_std": rng.random(rows),
+            "total_amount_sum": rng.lognormal(3.0, 2.0, rows),
+            "unique_customers": rng.integers(0, 40, rows),
+        },
+        schema=definition.arrow_schema,
+    )
+    out = tmp_path / "product_popularity"
+    pq.write_to_dataset(table, out, partition_cols=["year", "month"])
+    rules = ValidationRules(outlier_detection=True, outlier_threshold=0.01)
+
+    stored = feature_pipeline._StoredColumns(out, definition, rows)
+    from_files = validate_columns(definition, stored, rules)
+    in_memory = validate(definition, feature_pipeline._read_table(out, definition, rows), rules)
+
+    assert from_files.to_dict() == in_memory.to_dict()
+    required = [c.name for c in definition.columns if not c.nullable]
+    whole = DataQualityValidator().check_missing_values(table, threshold=0.05, columns=required)
+    assert from_files.checks["missing_values"] == whole
+    assert whole.details["missing_count"]["quantity_mean"] == len(range(0, rows, 37))
+    assert not from_files.passed and from_files.checks["outliers"].details["outlier_rows"]
+
+
+# --------------------------------------------------------------------------- engine resources
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus", "memory"),
+    [
+        ({"cpu.max": "150000 100000\n", "memory.max": "1073741824\n"}, 1.5, 1 << 30),
+        ({"cpu.max": "max 100000\n", "memory.max": "max\n"}, None, None),
+        (
+            {
+                "cpu/cpu.cfs_quota_us": "200000\n",
+                "cpu/cpu.cfs_period_us": "100000\n",
+                "memory/memory.limit_in_bytes": "2147483648\n",
+            },
+            2.0,
+            2 << 30,
+        ),
+        (
+            {
+                "cpu/cpu.cfs_quota_us": "-1\n",
+                "cpu/cpu.cfs_period_us": "100000\n",
+                "memory/memory.limit_in_bytes": "9223372036854771712\n",
+            },
+            None,
+            None,
+        ),
+        ({}, None, None),
+    ],
+    ids=["v2 limits", "v2 unlimited", "v1 limits", "v1 unlimited", "no cgroup files"],
+)
+def test_duckdb_defaults_respect_cgroup_limits(
+    tmp_path: Path, files: dict[str, str], cpus: float | None, memory: int | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+
+    assert cgroup_limits(tmp_path) == (cpus, memory)
+    if cpus is not None:
+        assert available_cpus(tmp_path) == min(len(os.sched_getaffinity(0)), int(cpus))
+    if memory is not None:
+        assert default_memory_limit(tmp_path) == f"{memory // 2 // (1 << 20)}MB"

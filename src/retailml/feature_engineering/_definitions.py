@@ -41,6 +41,11 @@ A partial last month
     The data's last month usually ends before the calendar month does; its
     monthly rows describe the days observed (lower sales, negative growth).
     A later ingestion gives a new data version and so new feature versions.
+Computed a few months at a time
+    A row of ``product_popularity`` aggregates one month of transactions, a
+    row of ``daily_sales`` one day (:attr:`FeatureSet.chunkable_by`), so an
+    engine may compute them over windows of whole months, holding one
+    window's aggregation state at a time; the rows are the same.
 
 Feature sets
 ------------
@@ -174,6 +179,7 @@ COUNTRY_CODES: dict[str, tuple[str, ...]] = {
 }
 
 OutlierScale = Literal["linear", "log"]
+ChunkPeriod = Literal["month", "day"]
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,16 @@ class FeatureSet:
         columns: Every output column, in output order.
         relations: Relations the SQL reads.
         options: Allowed values of each parameter; the first is the default.
+        chunkable_by: The calendar period (``"month"`` or ``"day"``) that
+            each output row is computed from: every row aggregates the
+            transactions of one such period of ``invoice_date`` and no
+            others, and is partitioned under that period's ``year`` and
+            ``month``. The engine may then compute the set over windows of
+            whole months and get the same rows with a fraction of the
+            memory (a day lies in one month, so ``"day"`` implies it). None
+            (the default) when a row reads across months: running totals,
+            growth against earlier months, snapshots of all history, the
+            data's whole date range.
     """
 
     name: str
@@ -228,6 +244,16 @@ class FeatureSet:
     relations: tuple[str, ...]
     build: Callable[[Mapping[str, str]], str] = field(repr=False)
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    chunkable_by: ChunkPeriod | None = None
+
+    def __post_init__(self) -> None:
+        # A window restricts the transactions only: a dimension relation
+        # built over all of them would mix periods into a windowed row.
+        if self.chunkable_by is not None and self.relations != (TRANSACTIONS,):
+            raise ValueError(
+                f"{self.name}: chunkable_by={self.chunkable_by!r} needs a definition that "
+                f"reads only {TRANSACTIONS!r}; it reads {self.relations!r}"
+            )
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -297,6 +323,13 @@ def _period_columns(timestamp_doc: str) -> tuple[FeatureColumn, ...]:
 
 
 def _customer_rfm_sql(params: Mapping[str, str]) -> str:
+    aggregates = """
+        MAX(CASE WHEN l.is_purchase THEN l.invoice_date END) AS last_purchase_ts,
+        COUNT(DISTINCT CASE WHEN l.is_purchase THEN l.invoice_no END) AS frequency_orders,
+        SUM(l.total_amount) AS monetary_total,
+        AVG(l.total_amount) AS monetary_avg,
+        STDDEV_SAMP(l.total_amount) AS monetary_std,
+        COUNT(*) AS order_count"""
     if params["snapshots"] == "monthly":
         snapshots = f"""
 bounds AS (
@@ -314,15 +347,39 @@ snapshots AS (
         m.month_start + INTERVAL '1' MONTH > b.last_ts AS is_last,
         m.month_start
     FROM months AS m CROSS JOIN bounds AS b
+),
+per_customer AS (
+    SELECT
+        s.snapshot_ts,
+        s.month_start,
+        l.customer_id,{aggregates}
+    FROM snapshots AS s
+    JOIN lines AS l
+        -- A range condition the engine can join on, then the exclusive cut-off
+        -- of every snapshot but the last.
+        ON l.invoice_date <= s.snapshot_ts
+        AND (l.invoice_date < s.snapshot_ts OR s.is_last)
+    GROUP BY s.snapshot_ts, s.month_start, l.customer_id
 )"""
     else:
+        # One snapshot at the data's last instant: every dated line is in it,
+        # so customers are aggregated once, without a join.
         snapshots = f"""
 snapshots AS (
     SELECT
         MAX(invoice_date) AS snapshot_ts,
-        TRUE AS is_last,
         date_trunc('month', MAX(invoice_date)) AS month_start
     FROM {TRANSACTIONS}
+),
+per_customer AS (
+    SELECT s.snapshot_ts, s.month_start, c.*
+    FROM (
+        SELECT l.customer_id,{aggregates}
+        FROM lines AS l
+        WHERE l.invoice_date IS NOT NULL
+        GROUP BY l.customer_id
+    ) AS c
+    CROSS JOIN snapshots AS s
 )"""
     return f"""
 WITH lines AS (
@@ -331,26 +388,7 @@ WITH lines AS (
     FROM {TRANSACTIONS}
     WHERE customer_id IS NOT NULL AND customer_id <> '' AND {_PRODUCT_LINE}
 ),
-{snapshots.strip()},
-per_customer AS (
-    SELECT
-        s.snapshot_ts,
-        s.month_start,
-        l.customer_id,
-        MAX(CASE WHEN l.is_purchase THEN l.invoice_date END) AS last_purchase_ts,
-        COUNT(DISTINCT CASE WHEN l.is_purchase THEN l.invoice_no END) AS frequency_orders,
-        SUM(l.total_amount) AS monetary_total,
-        AVG(l.total_amount) AS monetary_avg,
-        STDDEV_SAMP(l.total_amount) AS monetary_std,
-        COUNT(*) AS order_count
-    FROM snapshots AS s
-    JOIN lines AS l
-        -- A range condition the engine can join on, then the exclusive cut-off
-        -- of every snapshot but the last.
-        ON l.invoice_date <= s.snapshot_ts
-        AND (l.invoice_date < s.snapshot_ts OR s.is_last)
-    GROUP BY s.snapshot_ts, s.month_start, l.customer_id
-)
+{snapshots.strip()}
 SELECT
     customer_id,
     snapshot_ts AS event_timestamp,
@@ -458,6 +496,7 @@ PRODUCT_POPULARITY = FeatureSet(
     ),
     relations=(TRANSACTIONS,),
     build=_product_popularity_sql,
+    chunkable_by="month",
 )
 
 
@@ -667,6 +706,7 @@ DAILY_SALES = FeatureSet(
     ),
     relations=(TRANSACTIONS,),
     build=_daily_sales_sql,
+    chunkable_by="day",
 )
 
 

@@ -5,6 +5,11 @@ writes each result as partitioned Parquet into a directory the pipeline
 chooses; it never hands whole tables to Python. DuckDB is the embedded
 default; the Spark engine implements the same protocol over the same SQL
 (transpiled with sqlglot).
+
+An engine may also offer :class:`MonthlyWriter`: computing a feature set
+whose rows each come from one calendar month of transactions
+(:attr:`~retailml.feature_engineering._definitions.FeatureSet.chunkable_by`)
+a few months at a time, which bounds the memory its aggregations hold.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class FeatureEngine(Protocol):
@@ -35,6 +40,25 @@ class FeatureEngine(Protocol):
 
     def write(self, sql: str, directory: Path, partitioning: Sequence[str]) -> int:
         """Run ``sql`` and write its rows under ``directory`` (an existing empty directory).
+
+        Returns:
+            The number of rows written.
+        """
+
+
+@runtime_checkable
+class MonthlyWriter(Protocol):
+    """An engine that can compute a month-chunkable feature set a time window at a time."""
+
+    def write_by_month(self, sql: str, directory: Path, partitioning: Sequence[str]) -> int:
+        """Like :meth:`FeatureEngine.write`, for SQL whose every row comes from one month.
+
+        The caller guarantees that each output row is computed from the
+        transactions of one calendar month of ``invoice_date`` and carries
+        that month as its ``year`` and ``month``. The engine may then run the
+        SQL over windows of whole months and write each window's rows as
+        they come; the files hold the same rows as :meth:`FeatureEngine.write`
+        would write.
 
         Returns:
             The number of rows written.

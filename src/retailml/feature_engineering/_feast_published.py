@@ -390,6 +390,22 @@ def _target_schema(published: PublishedVersion) -> pa.Schema:
     return pa.schema(fields)
 
 
+def write_empty_source(
+    target: Path,
+    key_types: Mapping[str, str],
+    timestamp_column: str,
+    feature_types: Mapping[str, str],
+) -> None:
+    """Write (once) the empty typed file a stream set's push source names as batch source."""
+    if target.is_file():
+        return
+    fields = [pa.field(k, _KEY_ARROW[t]) for k, t in key_types.items()]
+    fields.append(pa.field(timestamp_column, pa.timestamp("us", tz="UTC")))
+    fields += [pa.field(n, _FEATURE_ARROW[t]) for n, t in feature_types.items()]
+    with atomic_path(target) as tmp:
+        pq.write_table(pa.schema(fields).empty_table(), tmp)
+
+
 def _empty_table(published: PublishedVersion) -> pa.Table:
     return _target_schema(published).empty_table()
 

@@ -73,6 +73,9 @@ class FeatureSetRegistration:
         registered_at: When the set was first registered (UTC, ISO 8601).
         history: Version switches, oldest first: ``{"version", "action", "at"}``.
         materialized: ``online store id -> what it holds``.
+        kind: ``batch`` for a published feature set loaded by materialization;
+            ``stream`` for an online-only set whose values a stream consumer
+            pushes (:meth:`FeatureStore.register_stream_feature_set`).
     """
 
     name: str
@@ -89,6 +92,7 @@ class FeatureSetRegistration:
     registered_at: str
     history: tuple[Mapping[str, str], ...] = ()
     materialized: Mapping[str, Materialization] = field(default_factory=dict)
+    kind: str = "batch"
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -141,6 +145,7 @@ class FeatureSetRegistration:
             registered_at=str(data["registered_at"]),
             history=tuple(dict(e) for e in data.get("history") or ()),
             materialized=materialized,
+            kind=str(data.get("kind") or "batch"),
         )
 
 

@@ -25,12 +25,13 @@ The checks themselves are :class:`~retailml.validators.data_quality.DataQualityV
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from retailml.core.errors import DataValidationError
 from retailml.feature_engineering._definitions import FeatureSet
@@ -156,8 +157,102 @@ def _signed_log1p(column: pa.ChunkedArray) -> pa.Array:
     return pa.array(np.sign(values) * np.log1p(np.abs(values)), type=pa.float64())
 
 
+class FeatureColumns(Protocol):
+    """A feature table that validation reads a little at a time.
+
+    Validation never needs the whole table in memory: the missing-value
+    rule needs counts, the schema rule types, and only outlier detection
+    reads values (in the published order, since it reports row positions).
+    """
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in the table."""
+
+    def missing(self, columns: Sequence[str]) -> Mapping[str, int]:
+        """Missing values in each column: nulls, and NaN in a float column."""
+
+    def head(self) -> pa.Table:
+        """At least one row (if any) of every column, with the types the table is read as."""
+
+    def read(self, columns: Sequence[str], *, ordered: bool = False) -> pa.Table:
+        """Those columns of every row.
+
+        Args:
+            columns: The columns to read.
+            ordered: Rows in the published order (entity keys, then
+                timestamp) rather than any order.
+        """
+
+
+@dataclass(frozen=True)
+class TableColumns:
+    """:class:`FeatureColumns` over a table in memory, already in the published order."""
+
+    table: pa.Table
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in the table."""
+        return int(self.table.num_rows)
+
+    def missing(self, columns: Sequence[str]) -> dict[str, int]:
+        """Nulls, and NaN in float columns, per column."""
+        counts: dict[str, int] = {}
+        for name in columns:
+            column = self.table.column(name)
+            nan = pc.sum(pc.is_nan(column)).as_py() if pa.types.is_floating(column.type) else 0
+            counts[name] = column.null_count + int(nan or 0)
+        return counts
+
+    def head(self) -> pa.Table:
+        """The whole table."""
+        return self.table
+
+    def read(self, columns: Sequence[str], *, ordered: bool = False) -> pa.Table:
+        """The columns, in the table's order."""
+        return self.table.select(list(columns))
+
+
+def _with_missing(rows: int, missing: Mapping[str, int]) -> pa.Table:
+    """A table of ``rows`` rows with ``missing[column]`` nulls in each column and no other value.
+
+    The missing-value check counts a column's nulls (and NaN, in a float
+    column); this table has the counts of the feature table's columns, so
+    the check's result on it, findings and details, is its result on the
+    feature table, without holding that table.
+    """
+    return pa.table(
+        {
+            name: pa.chunked_array(
+                [pa.nulls(count, pa.bool_()), pa.repeat(pa.scalar(True), rows - count)],
+                type=pa.bool_(),
+            )
+            for name, count in missing.items()
+        }
+    )
+
+
 def validate(feature_set: FeatureSet, table: pa.Table, rules: ValidationRules) -> ValidationReport:
-    """Run the rules on a computed feature table.
+    """Run the rules on a computed feature table in memory (in the published order).
+
+    Args:
+        feature_set: The definition (declared types, nullable and outlier columns).
+        table: The computed rows, every declared column present.
+        rules: Which checks to run, with which limits.
+    """
+    return validate_columns(feature_set, TableColumns(table), rules)
+
+
+def validate_columns(
+    feature_set: FeatureSet, table: FeatureColumns, rules: ValidationRules
+) -> ValidationReport:
+    """Run the rules on a feature table read a few columns at a time.
+
+    The report is the one the checks give on the whole table: the
+    missing-value check runs on the counts of missing values, only outlier
+    detection reads its columns (in the published order: it reports row
+    positions), and the schema check reads the first rows.
 
     Args:
         feature_set: The definition (declared types, nullable and outlier columns).
@@ -182,17 +277,24 @@ def validate(feature_set: FeatureSet, table: pa.Table, rules: ValidationRules) -
     skipped: dict[str, str] = {}
     required = [c.name for c in feature_set.columns if not c.nullable]
     checks["missing_values"] = validator.check_missing_values(
-        table, threshold=rules.missing_threshold, columns=required
+        _with_missing(table.num_rows, table.missing(required)),
+        threshold=rules.missing_threshold,
+        columns=required,
     )
     if rules.outlier_detection:
+        examined = [c for c in feature_set.feature_columns if c.outliers is not None]
+        # Ordered: the check reports outlier rows by position in the published table.
+        measures = (
+            table.read([c.name for c in examined], ordered=True) if examined else pa.table({})
+        )
         scaled = {
             c.name: (
-                _signed_log1p(table.column(c.name))
+                _signed_log1p(measures.column(c.name))
                 if c.outliers == "log"
-                else table.column(c.name).cast(pa.float64())
+                else measures.column(c.name).cast(pa.float64())
             )
-            for c in feature_set.feature_columns
-            if c.outliers is not None and table.column(c.name).null_count < table.num_rows
+            for c in examined
+            if measures.column(c.name).null_count < table.num_rows
         }
         if scaled:
             checks["outliers"] = validator.detect_outliers(
@@ -206,5 +308,7 @@ def validate(feature_set: FeatureSet, table: pa.Table, rules: ValidationRules) -
                 f"{feature_set.name} has no column whose outliers signal bad data"
             )
     if rules.schema_validation:
-        checks["schema"] = validator.validate_schema(table, feature_set.schema)
+        # The check reads types, and a table has one type per column: a
+        # few rows tell what every row does.
+        checks["schema"] = validator.validate_schema(table.head(), feature_set.schema)
     return ValidationReport(feature_set.name, rules, checks, skipped=skipped)

@@ -41,8 +41,10 @@ Configuration keys (validated together; every problem is reported at once):
     See :mod:`retailml.feature_engineering._validation`.
 ``output_format`` (``"parquet"``), ``partitioning`` (a subset of ``["year", "month"]``)
 ``engine`` (``"duckdb"`` or ``"spark"``), ``engine_options``
-    DuckDB: ``threads``, ``memory_limit``; Spark: ``master``, ``driver_memory``,
-    ``spark_conf`` (see :mod:`retailml.feature_engineering._spark_engine`).
+    DuckDB: ``threads``, ``memory_limit``, ``window_rows`` (see
+    :mod:`retailml.feature_engineering._duckdb_engine`); Spark: ``master``,
+    ``driver_memory``, ``spark_conf`` (see
+    :mod:`retailml.feature_engineering._spark_engine`).
 ``on_validation_failure`` (``"fail"`` or ``"warn"``)
     ``"warn"`` publishes sets that fail validation and lists the failures in
     the result's ``warnings``.
@@ -62,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -78,11 +81,11 @@ from retailml.feature_engineering._definitions import (
     SOURCE_TABLES,
     FeatureSet,
 )
-from retailml.feature_engineering._engine import FeatureEngine, engines
+from retailml.feature_engineering._engine import FeatureEngine, MonthlyWriter, engines
 from retailml.feature_engineering._validation import (
     ValidationReport,
     ValidationRules,
-    validate,
+    validate_columns,
 )
 from retailml.feature_engineering._versioning import (
     MANIFEST,
@@ -342,15 +345,86 @@ def parse_config(config: object) -> PipelineConfig:
 # --------------------------------------------------------------------------- results
 
 
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _StoredColumns:
+    """A feature table as written under ``path``, read a few columns at a time.
+
+    Columns are read with the definition's Arrow types; in the published
+    order (entity keys, then timestamp) only when asked, since sorting a
+    large table costs more than reading it.
+    """
+
+    def __init__(self, path: Path, definition: FeatureSet, row_count: int) -> None:
+        self.path = path
+        self.definition = definition
+        self.num_rows = row_count
+        self._dataset: ds.Dataset | None = None
+
+    @property
+    def dataset(self) -> ds.Dataset:
+        if self._dataset is None:
+            # Files starting with "_" or "." (the manifest) are ignored by default.
+            self._dataset = ds.dataset(self.path, format="parquet", partitioning="hive")
+        return self._dataset
+
+    def _schema(self, columns: Sequence[str]) -> pa.Schema:
+        schema = self.definition.arrow_schema
+        return pa.schema([schema.field(name) for name in columns])
+
+    def read(self, columns: Sequence[str], *, ordered: bool = False) -> pa.Table:
+        if self.num_rows == 0:
+            return self._schema(columns).empty_table()
+        order = [*self.definition.entity_keys, self.definition.timestamp_column] if ordered else []
+        names = list(dict.fromkeys([*columns, *order]))
+        table = self.dataset.to_table(columns=names).cast(self._schema(names))
+        if ordered:
+            table = table.sort_by([(name, "ascending") for name in dict.fromkeys(order)])
+        return table.select(list(columns))
+
+    def missing(self, columns: Sequence[str]) -> dict[str, int]:
+        """Counted without loading a column: DuckDB scans the files, paths give partitions."""
+        counts = dict.fromkeys(columns, 0)
+        if self.num_rows == 0:
+            return counts
+        partitioning = self.dataset.partitioning
+        keys = [n for n in columns if partitioning is not None and n in partitioning.schema.names]
+        for fragment in self.dataset.get_fragments():
+            # A partition the path gives no value for (a null) reads as null.
+            values = ds.get_partition_keys(fragment.partition_expression)
+            for name in keys:
+                if values.get(name) is None:
+                    counts[name] += fragment.metadata.num_rows
+        stored = [name for name in columns if name not in keys]
+        if not stored:
+            return counts
+        floats = {c.name for c in self.definition.columns if c.dtype == "float"}
+
+        def count(name: str) -> str:
+            nan = f" OR isnan({_quoted(name)})" if name in floats else ""
+            return f"COUNT(*) FILTER (WHERE {_quoted(name)} IS NULL{nan})"
+
+        files = ", ".join("'" + path.replace("'", "''") + "'" for path in self.dataset.files)
+        with duckdb.connect() as con:
+            [found] = con.execute(
+                f"SELECT {', '.join(count(name) for name in stored)} "
+                f"FROM read_parquet([{files}], hive_partitioning = false)"
+            ).fetchall()
+        counts.update({name: int(n) for name, n in zip(stored, found, strict=True)})
+        return counts
+
+    def head(self) -> pa.Table:
+        names = list(self.definition.column_names)
+        if self.num_rows == 0:
+            return self._schema(names).empty_table()
+        return self.dataset.head(1, columns=names).cast(self._schema(names))
+
+
 def _read_table(path: Path, definition: FeatureSet, row_count: int) -> pa.Table:
-    schema = definition.arrow_schema
-    if row_count == 0:
-        return schema.empty_table()
-    # Files starting with "_" or "." (the manifest) are ignored by default.
-    dataset = ds.dataset(path, format="parquet", partitioning="hive")
-    table = dataset.to_table(columns=list(schema.names)).cast(schema)
-    order = [*definition.entity_keys, definition.timestamp_column]
-    return table.sort_by([(name, "ascending") for name in dict.fromkeys(order)])
+    """The whole table, sorted by entity keys and timestamp."""
+    return _StoredColumns(path, definition, row_count).read(definition.column_names, ordered=True)
 
 
 @dataclass(frozen=True)
@@ -683,8 +757,8 @@ class FeatureEngineeringPipeline:
     def _reuse(self, plan: _Plan, db: PlatformDB, silver: _SilverInput) -> _Build:
         """The published version, validated again under this run's rules."""
         rows = Manifest.read(plan.path).row_count
-        table = _read_table(plan.path, plan.definition, rows)
-        report = validate(plan.definition, table, self.parsed_config.rules)
+        stored = _StoredColumns(plan.path, plan.definition, rows)
+        report = validate_columns(plan.definition, stored, self.parsed_config.rules)
         build = _Build(plan, rows, report, reused=True)
         self._check(db, build, silver)
         logger.info("%s: version %s is already published", build.name, plan.version)
@@ -700,9 +774,13 @@ class FeatureEngineeringPipeline:
     ) -> _Build:
         """Write the feature set into ``staged``, validate it and add its manifest."""
         engine.add_relations(plan.definition.relations)
-        rows = engine.write(plan.sql, staged, self.parsed_config.partitioning)
-        table = _read_table(staged, plan.definition, rows)
-        report = validate(plan.definition, table, self.parsed_config.rules)
+        partitioning = self.parsed_config.partitioning
+        if plan.definition.chunkable_by is not None and isinstance(engine, MonthlyWriter):
+            rows = engine.write_by_month(plan.sql, staged, partitioning)
+        else:
+            rows = engine.write(plan.sql, staged, partitioning)
+        stored = _StoredColumns(staged, plan.definition, rows)
+        report = validate_columns(plan.definition, stored, self.parsed_config.rules)
         build = _Build(plan, rows, report, reused=False)
         self._check(db, build, silver)
         (staged / MANIFEST).write_text(self._manifest(build, silver).to_json(), encoding="utf-8")

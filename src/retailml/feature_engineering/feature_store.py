@@ -48,6 +48,16 @@ objects and reloads the online store, emptying the view's online table first
 so no value of the other version survives; lookups during that reload may
 answer ``found=False``.
 
+Stream feature sets
+-------------------
+:meth:`FeatureStore.register_stream_feature_set` registers an online-only
+set whose values a stream consumer computes and pushes
+(:mod:`retailml.feature_engineering.stream` registers ``customer_realtime``
+and ``product_realtime``): a Feast feature view over a push source, written
+with :meth:`FeatureStore.push_online` and read with ``get_online_features``
+like any other set. It has no published versions and no offline rows, so the
+offline, versioning and materialization methods refuse it.
+
 Online store
 ------------
 ``get_online_features`` is a coroutine. A SQLite read is a local B-tree
@@ -63,6 +73,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -77,6 +89,7 @@ from retailml.feature_engineering import _feast_registrations as registry
 from retailml.feature_engineering._definitions import FEATURE_SETS
 from retailml.feature_engineering._feast_config import OnlineStoreSpec, resolve_online_store
 from retailml.feature_engineering._feast_published import (
+    LOGICAL_TYPES,
     RUN_PIPELINE,
     compact,
     entity_key_values,
@@ -84,6 +97,7 @@ from retailml.feature_engineering._feast_published import (
     list_versions,
     published_sets,
     read_version,
+    write_empty_source,
 )
 from retailml.feature_engineering._feast_registrations import (
     FeatureSetRegistration,
@@ -126,6 +140,7 @@ FEATURE_ALIASES: Mapping[str, Mapping[str, str]] = {
 
 _EVENT_TIMESTAMP = frames.EVENT_TIMESTAMP
 _ROW = "__retailml_row__"
+_STREAM = "stream"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -311,6 +326,15 @@ class FeatureStore:
         with registry.lock(repo.path):
             current = registry.load(repo.path, self.project)
             previous = current.get(name)
+            if previous is not None and previous.kind == _STREAM:
+                raise StateError(
+                    problem(
+                        "a name not taken by a stream feature set",
+                        f"{name!r}, registered for values pushed by a stream consumer",
+                        "register the published set under another name",
+                        subject=name,
+                    )
+                )
             registration = FeatureSetRegistration(
                 name=name,
                 source=source_name,
@@ -340,6 +364,145 @@ class FeatureStore:
                 registry.save(repo.path, self.project, current)
         self._sync()
         return self._registrations[name]
+
+    def register_stream_feature_set(
+        self,
+        name: str,
+        entity: str,
+        features: Mapping[str, str],
+        description: str = "",
+    ) -> FeatureSetRegistration:
+        """Register (or update) an online-only feature set whose values are pushed.
+
+        Creates a Feast feature view over a push source and records the set
+        as loaded into this online store; values arrive through
+        :meth:`push_online`. Registering again with the same definition
+        changes nothing; a changed definition is a new version.
+
+        Args:
+            name: The registered name, an identifier (``customer_realtime``).
+            entity: The entity key column (a string key), e.g. ``customer_id``.
+            features: ``feature name -> logical type`` (``integer``, ``float``,
+                ``string``, ``boolean``, ``timestamp``), in order.
+            description: What the set is for.
+
+        Returns:
+            The registration (``kind="stream"``).
+
+        Raises:
+            DataValidationError: If a name is not an identifier, a type is
+                unknown, or a feature is named like the key or the timestamp.
+            StateError: If ``name`` is registered for a published feature set.
+        """
+        frames.identifier(name, "feature set name")
+        frames.identifier(entity, "entity key")
+        feature_types = _stream_feature_types(features, entity)
+        key_types = {entity: "string"}
+        definition = json.dumps([entity, list(feature_types.items())]).encode()
+        version = f"stream-{hashlib.sha256(definition).hexdigest()[:16]}"
+        repo = self._feast()
+        data_path = repo.data_path(name, version)
+        write_empty_source(data_path, key_types, _EVENT_TIMESTAMP, feature_types)
+        store_id = self.online_store.store_id
+        with registry.lock(repo.path):
+            current = registry.load(repo.path, self.project)
+            previous = current.get(name)
+            if previous is not None and previous.kind != _STREAM:
+                raise StateError(
+                    problem(
+                        "a name not taken by a published feature set",
+                        f"{name!r}, registered for {previous.source!r}",
+                        "register the stream feature set under another name",
+                        subject=name,
+                    )
+                )
+            loaded = previous.materialized.get(store_id) if previous else None
+            unchanged = (
+                previous is not None
+                and previous.version == version
+                and previous.description == description
+                and loaded is not None
+                and loaded.version == version
+            )
+            if not unchanged:
+                registration = FeatureSetRegistration(
+                    name=name,
+                    source=_STREAM,
+                    version=version,
+                    features={n: n for n in feature_types},
+                    feature_types=feature_types,
+                    entity_keys=(entity,),
+                    key_types=key_types,
+                    timestamp_column=_EVENT_TIMESTAMP,
+                    description=description,
+                    ttl_days=None,
+                    data_path=data_path.relative_to(repo.path).as_posix(),
+                    registered_at=previous.registered_at if previous else registry.utcnow_iso(),
+                    history=previous.history if previous else (),
+                    materialized=previous.materialized if previous else {},
+                    kind=_STREAM,
+                )
+                if previous is None or previous.version != version:
+                    registration = registration.with_event(version, "register")
+                repo.apply_stream(registration)
+                now = registry.utcnow_iso()
+                # For a stream set the record says the view exists in this
+                # online store; values arrive by push, not by materialization.
+                record = Materialization(
+                    version=version, features=registration.feature_names, end=now, rows=0, at=now
+                )
+                current[name] = replace(
+                    registration, materialized={**registration.materialized, store_id: record}
+                )
+                registry.save(repo.path, self.project, current)
+        self._sync()
+        return self._registrations[name]
+
+    def push_online(self, feature_set: str, rows: pd.DataFrame) -> int:
+        """Write values of a stream feature set to the online store (Feast ``push``).
+
+        The last write of an entity wins, whatever its timestamp: push values
+        in the order they were computed, from one writer.
+
+        Args:
+            feature_set: A set registered with :meth:`register_stream_feature_set`.
+            rows: One row per entity: the entity key, ``event_timestamp`` (UTC;
+                when the values became true) and every feature.
+
+        Returns:
+            The number of rows written.
+
+        Raises:
+            NotFoundError: If the feature set is not registered.
+            StateError: If it is not a stream feature set.
+            DataValidationError: If ``rows`` lacks a column.
+        """
+        self._sync()
+        reg = self._registration(feature_set)
+        if reg.kind != _STREAM:
+            raise StateError(
+                problem(
+                    "a stream feature set (register_stream_feature_set)",
+                    f"{feature_set!r}, a published feature set",
+                    "load published sets with materialize()",
+                    subject=feature_set,
+                )
+            )
+        needed = [*reg.entity_keys, _EVENT_TIMESTAMP, *reg.features]
+        missing = [c for c in needed if c not in rows.columns]
+        if missing:
+            raise DataValidationError(
+                problem(
+                    f"columns {needed}",
+                    f"no {missing} among {list(rows.columns)}",
+                    "add them",
+                    subject="rows",
+                )
+            )
+        if rows.empty:
+            return 0
+        self._feast().push(reg, rows[needed])
+        return len(rows)
 
     def list_feature_sets(self) -> list[FeatureSetRegistration]:
         """Every registered feature set, by name."""
@@ -382,7 +545,7 @@ class FeatureStore:
             DataValidationError: If the ids or the range are malformed.
         """
         self._sync()
-        reg = self._registration(feature_set)
+        reg = self._batch_registration(feature_set, "offline features")
         start, end = frames.parse_range(timestamp_range)
         table = self._feast().pull(reg, start, end)
         if entity_ids is not None:
@@ -419,7 +582,7 @@ class FeatureStore:
                 keys or timestamps, or already has a feature's column.
         """
         self._sync()
-        reg = self._registration(feature_set)
+        reg = self._batch_registration(feature_set, "training features")
         keys = frames.entity_columns(entity_df, reg)
         timestamps = frames.utc_column(entity_df[_EVENT_TIMESTAMP], _EVENT_TIMESTAMP)
         work = pd.DataFrame(keys, index=entity_df.index)
@@ -461,9 +624,12 @@ class FeatureStore:
             NotFoundError: If a named feature set is not registered.
         """
         self._sync()
-        names = list(feature_sets) if feature_sets is not None else sorted(self._registrations)
+        if feature_sets is not None:
+            names = list(feature_sets)
+        else:
+            names = sorted(n for n, r in self._registrations.items() if r.kind != _STREAM)
         for name in names:
-            self._registration(name)
+            self._batch_registration(name, "materialization")
         end_ts = frames.parse_bound(end, upper=True) if end is not None else None
         repo = self._feast()
         with registry.lock(repo.path):
@@ -556,6 +722,8 @@ class FeatureStore:
         """
         self._sync()
         reg = self._registrations.get(feature_set)
+        if reg is not None:
+            self._batch_registration(feature_set, "published versions")
         features_dir = self.workspace.features
         if reg is not None:
             source = reg.source
@@ -596,7 +764,7 @@ class FeatureStore:
             DataValidationError: If the version lacks a registered feature's column.
         """
         self._sync()
-        reg = self._registration(feature_set)
+        reg = self._batch_registration(feature_set, "a rollback")
         features_dir = self.workspace.features
         if version is None:
             ordered = [v.version for v in list_versions(features_dir, reg.source)]
@@ -691,6 +859,19 @@ class FeatureStore:
             return self._registrations[feature_set]
         except KeyError:
             raise NotFoundError(self._unknown_set_message(feature_set)) from None
+
+    def _batch_registration(self, feature_set: str, what: str) -> FeatureSetRegistration:
+        reg = self._registration(feature_set)
+        if reg.kind == _STREAM:
+            raise StateError(
+                problem(
+                    f"a published feature set for {what}",
+                    f"{feature_set!r}, an online-only stream feature set",
+                    "read it with get_online_features()",
+                    subject=feature_set,
+                )
+            )
+        return reg
 
     def _unknown_set_message(self, feature_set: str) -> str:
         published = published_sets(self.workspace.features)
@@ -794,3 +975,39 @@ class FeatureStore:
             )
             current[name] = replace(reg, materialized={**reg.materialized, store_id: record})
         return counts
+
+
+def _stream_feature_types(features: Mapping[str, str], entity: str) -> dict[str, str]:
+    """``features`` checked: identifiers, known logical types, no clash with key or time."""
+    if not isinstance(features, Mapping) or not features:
+        raise DataValidationError(
+            problem(
+                "a non-empty mapping of feature name to logical type",
+                repr(features),
+                "pass e.g. {'spend_7d': 'float'}",
+                subject="features",
+            )
+        )
+    types: dict[str, str] = {}
+    for name, logical in features.items():
+        frames.identifier(name, "feature name")
+        if logical not in LOGICAL_TYPES or logical == "date":
+            raise DataValidationError(
+                problem(
+                    f"a logical type among {[t for t in LOGICAL_TYPES if t != 'date']}",
+                    f"{name!r}: {logical!r}",
+                    "use 'timestamp' for dates and times",
+                    subject="features",
+                )
+            )
+        if name in (entity, _EVENT_TIMESTAMP):
+            raise DataValidationError(
+                problem(
+                    "feature names other than the key and event_timestamp",
+                    repr(name),
+                    "rename the feature",
+                    subject="features",
+                )
+            )
+        types[name] = logical
+    return types
