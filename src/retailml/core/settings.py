@@ -88,8 +88,38 @@ class Settings(BaseSettings):
             "one Redis need different projects."
         ),
     )
+    stream_source: Literal["directory", "redis"] = Field(
+        default="directory",
+        description=(
+            "Where 'retailml features stream' reads transaction events: JSON-lines files "
+            "dropped into <home>/stream/incoming, or the Redis stream stream_name on redis_url."
+        ),
+    )
+    stream_name: str = Field(
+        default="retailml:transactions",
+        min_length=1,
+        description=(
+            "Redis stream key of transaction events (stream_source redis), read by the "
+            "consumer group retailml-features; dead letters go to <stream_name>:dead."
+        ),
+    )
     db_busy_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds a SQLite writer waits for a lock before failing."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description=(
+            "MLflow tracking URI (e.g. postgresql://user@host/mlflow or http://mlflow:5000); "
+            "empty means sqlite:///<home>/mlflow.db with artifacts in <home>/mlartifacts. "
+            "MLFLOW_TRACKING_URI, when set, wins."
+        ),
+    )
+    optuna_storage: str | None = Field(
+        default=None,
+        description=(
+            "Optuna RDB storage URL shared by tuning workers (e.g. "
+            "postgresql+psycopg://user@host/optuna); empty means in-process studies."
+        ),
     )
 
     @field_validator("database_url")

@@ -1,0 +1,1 @@
+"""Layer 4: algorithms, splits, metrics, tuning, tracking, validation."""

@@ -1,0 +1,281 @@
+"""MLflow tracking: where runs go, what a training run records, and the pyfunc model.
+
+Where runs go
+-------------
+``RETAILML_MLFLOW_TRACKING_URI`` names a tracking server or database; left
+empty, runs go to ``sqlite:///<home>/mlflow.db`` with artifacts under
+``<home>/mlartifacts``. A tracking URI the user already chose
+(``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``) always wins:
+:func:`ensure_tracking` only fills the gap, and never switches stores while a
+run is active. Experiments retailml creates get their artifact location in
+the workspace; an experiment created directly with ``mlflow.set_experiment``
+gets MLflow's default location.
+
+What a training run records
+---------------------------
+Params: model type, algorithm, every estimator hyperparameter, validation
+strategy and splits, target, seed, row count. Metrics: each fold's metrics
+as ``fold_<metric>`` with the fold index as the step, and their mean under
+the metric's own name. Tags: ``retailml.model_name``, the git commit of the
+working directory (when it is a git checkout), the data and feature-set
+versions given to the trainer, and the Python and package versions. The
+model is logged as an MLflow ``pyfunc`` model with a signature and an input
+example (:class:`RetailMLModel`), loadable with ``mlflow.pyfunc.load_model``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import platform
+import subprocess
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.pyfunc.model import PythonModel
+from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+from retailml.core.settings import Settings, get_settings
+from retailml.core.workspace import Workspace
+
+__all__ = [
+    "RetailMLModel",
+    "ensure_tracking",
+    "experiment_id",
+    "package_versions",
+    "provenance_tags",
+    "tracking_uri",
+]
+
+#: Packages whose versions every run records.
+TRACKED_PACKAGES: Final = (
+    "retailml",
+    "mlflow",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "statsforecast",
+    "mlforecast",
+    "prophet",
+    "xgboost",
+    "lightgbm",
+    "torch",
+    "optuna",
+)
+ARTIFACTS_DIR: Final = "mlartifacts"
+TRACKING_DB: Final = "mlflow.db"
+
+
+def tracking_uri(settings: Settings | None = None) -> str:
+    """The tracking URI of the settings (the workspace's SQLite store by default)."""
+    settings = settings or get_settings()
+    if settings.mlflow_tracking_uri:
+        return settings.mlflow_tracking_uri
+    root = Path(settings.home).resolve()
+    return f"sqlite:///{root / TRACKING_DB}"
+
+
+_configured: list[str] = []  # the URI retailml last set, if any
+
+
+def ensure_tracking(settings: Settings | None = None) -> str:
+    """Point MLflow at the settings' tracking store unless the user chose one; returns the URI.
+
+    A URI the user set (``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``)
+    is left alone; one retailml set earlier follows the current settings. The
+    store never changes while a run is active.
+    """
+    current = str(mlflow.get_tracking_uri())
+    user_chose = is_tracking_uri_set() and not (_configured and current == _configured[-1])  # type: ignore[no-untyped-call]
+    if not user_chose and mlflow.active_run() is None:
+        settings = settings or get_settings()
+        wanted = tracking_uri(settings)
+        if wanted != current or not _configured:
+            Path(settings.home).mkdir(parents=True, exist_ok=True)
+            mlflow.set_tracking_uri(wanted)
+            _configured.append(wanted)
+            del _configured[:-1]
+    return str(mlflow.get_tracking_uri())
+
+
+def experiment_id(name: str, settings: Settings | None = None) -> str:
+    """The id of an experiment, created with its artifacts in the workspace if new."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    settings = settings or get_settings()
+    location = None
+    if not settings.mlflow_tracking_uri or settings.mlflow_tracking_uri.startswith(
+        ("sqlite", "file")
+    ):
+        workspace = Workspace.from_settings(settings)
+        location = (workspace.root / ARTIFACTS_DIR).resolve().as_uri()
+    try:
+        return str(mlflow.create_experiment(name, artifact_location=location))
+    except mlflow.exceptions.MlflowException:
+        # Created by a concurrent process between the lookup and the create.
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`TRACKED_PACKAGES` (missing ones left out)."""
+    versions = {"python": platform.python_version()}
+    for package in TRACKED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(directory: Path | None = None) -> str | None:
+    """The HEAD commit of the git checkout holding ``directory`` (cwd), or None."""
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory or Path.cwd(),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = completed.stdout.strip()
+    return commit if completed.returncode == 0 and commit else None
+
+
+def provenance_tags(
+    *,
+    data_version: str | None = None,
+    feature_set_versions: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Tags that make a run reproducible: code, data, features and packages."""
+    tags = {f"retailml.version.{name}": version for name, version in package_versions().items()}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["retailml.git_commit"] = commit
+    if data_version:
+        tags["retailml.data_version"] = data_version
+    for name, version in (feature_set_versions or {}).items():
+        tags[f"retailml.feature_set.{name}"] = version
+    if feature_set_versions:
+        tags["retailml.feature_sets"] = json.dumps(dict(feature_set_versions), sort_keys=True)
+    return tags
+
+
+def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Params as MLflow stores them: strings of at most 6000 characters."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[key] = text[:6000]
+    return out
+
+
+def loggable_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The finite metrics (MLflow rejects NaN in some stores; NaN means undefined here)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float | np.floating) and math.isfinite(float(v))
+    }
+
+
+class RetailMLModel(PythonModel):
+    """A trained retailml estimator as an MLflow ``pyfunc`` model.
+
+    ``predict`` takes a DataFrame and returns one:
+
+    * ``sales_forecast``: optional columns ``series_id`` (which series; all
+      when absent), ``horizon`` and ``level`` (first row's value; the
+      trained horizon and 95 when absent) -> ``series_id, date, prediction,
+      lower, upper``;
+    * ``customer_segmentation``: customer feature rows -> ``segment, segment_name``;
+    * ``anomaly_detection``: feature rows -> ``score, is_anomaly``;
+    * ``demand_prediction``: feature rows -> ``prediction``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        model_type: str,
+        target: str | None,
+        id_col: str = "series_id",
+        time_col: str = "date",
+    ) -> None:
+        self.model = model
+        self.model_type = model_type
+        self.target = target
+        self.id_col = id_col
+        self.time_col = time_col
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Predict for ``model_input`` (see the class docstring for the shapes)."""
+        from retailml.training._tasks import make_task
+
+        frame = pd.DataFrame(model_input)
+        if self.model_type == "sales_forecast":
+            return self._forecast(frame)
+        task = make_task(self.model_type, self.target, id_col=self.id_col, time_col=self.time_col)
+        return task.predictions(self.model, frame)
+
+    def _forecast(self, frame: pd.DataFrame) -> pd.DataFrame:
+        horizon = None
+        level = None
+        if "horizon" in frame.columns and len(frame):
+            horizon = int(frame["horizon"].iloc[0])
+        if "level" in frame.columns and len(frame):
+            level = float(frame["level"].iloc[0])
+        forecast: pd.DataFrame = self.model.predict(horizon=horizon, level=level)
+        if "series_id" in frame.columns and len(frame):
+            wanted = set(frame["series_id"].astype(str))
+            forecast = forecast[forecast["series_id"].astype(str).isin(wanted)]
+        return forecast.reset_index(drop=True)
+
+
+def log_pyfunc(wrapper: RetailMLModel, input_example: pd.DataFrame) -> str:
+    """Log ``wrapper`` as the active run's ``model``; returns its model URI.
+
+    MLflow's advice printed on the way (cloudpickle, integer columns in the
+    schema) is silenced: retailml's models are its own classes, and the
+    signature is inferred from the training rows.
+    """
+    requirements = [
+        f"{name}=={version}"
+        for name, version in package_versions().items()
+        if name not in {"python", "retailml"}
+    ]
+    mlflow_logger = logging.getLogger("mlflow")
+    level = mlflow_logger.level
+    mlflow_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output = wrapper.predict(None, input_example)
+            signature = infer_signature(input_example, output)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=wrapper,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=requirements,
+            )
+    finally:
+        mlflow_logger.setLevel(level)
+    return str(info.model_uri)
