@@ -1,17 +1,25 @@
-"""``retailml features``: build feature sets, materialise and read them."""
+"""``retailml features``: build feature sets, materialise and read them, stream real-time ones."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from retailml.cli._console import err, out
-from retailml.core.errors import NotFoundError, problem
+from retailml.core.errors import NotFoundError, StateError, problem
 from retailml.core.io import read_yaml_mapping
 from retailml.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from retailml.feature_engineering.stream import EventSource, StreamConsumer, StreamStats
 
 features_app = typer.Typer(
     help="Build feature sets into the feature store and read them back.",
@@ -264,3 +272,266 @@ def rollback(
     with FeatureStore(get_settings()) as store:
         registration = store.rollback(feature_set, version)
     out.print(f"{feature_set} now serves version {registration.version}")
+
+
+# --------------------------------------------------------------------------- stream
+
+
+def stream_source(
+    settings: Settings,
+    kind: Literal["directory", "redis"] | None = None,
+    stream: str | None = None,
+) -> EventSource:
+    """The event source of the settings (``stream_source``, ``stream_name``), or as given.
+
+    Args:
+        settings: The settings; ``redis_url`` is the Redis of a Redis source.
+        kind: ``directory`` (``<home>/stream``) or ``redis``; default the setting.
+        stream: The Redis stream key; default the ``stream_name`` setting.
+    """
+    from retailml.feature_engineering.stream import DirectorySource, RedisStreamSource
+
+    if (kind or settings.stream_source) == "redis":
+        return RedisStreamSource(settings.redis_url, stream=stream or settings.stream_name)
+    return DirectorySource.from_settings(settings)
+
+
+def _describe_source(source: EventSource) -> str:
+    from retailml.feature_engineering.stream import DirectorySource, RedisStreamSource
+
+    if isinstance(source, DirectorySource):
+        return f"{source.incoming}"
+    if isinstance(source, RedisStreamSource):
+        return f"Redis stream {source.name}"  # redis://host:port/db/stream#group, no password
+    return repr(source)
+
+
+def _dead_letter_list(source: EventSource) -> str:
+    from retailml.feature_engineering.stream import DirectorySource, RedisStreamSource
+
+    if isinstance(source, DirectorySource):
+        return f"{source.dead_letter_file}"
+    if isinstance(source, RedisStreamSource):
+        return f"Redis stream {source.dead_letter_stream}"
+    return repr(source)
+
+
+@contextlib.contextmanager
+def _redis_errors(source: EventSource) -> Iterator[None]:
+    """Redis errors the consumer does not translate (timeouts, wrong key type) as StateError."""
+    import redis
+
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        raise StateError(
+            problem(
+                "a reachable Redis serving the event stream",
+                f"{type(exc).__name__}: {exc}",
+                "start Redis or correct RETAILML_REDIS_URL / --stream",
+                subject=f"features stream ({_describe_source(source)})",
+            )
+        ) from exc
+
+
+@contextlib.contextmanager
+def _live_status(consumer: StreamConsumer, where: str, until: str) -> Iterator[None]:
+    """A status line on stderr with this run's counts, refreshed from the consumer's state."""
+    start = consumer.status()
+    done = threading.Event()
+    head = f"streaming from {escape(where)}"
+    with err.status(f"{head} ({until})") as status:
+
+        def refresh() -> None:
+            while not done.wait(0.5):
+                try:
+                    now = consumer.status()
+                except sqlite3.Error:  # the state is being created; next tick
+                    continue
+                status.update(
+                    f"{head}: {now.events - start.events:,} events applied, "
+                    f"{now.dead_letters - start.dead_letters:,} dead letters, "
+                    f"{now.batches - start.batches:,} batches ({until})"
+                )
+
+        thread = threading.Thread(target=refresh, name="stream-status", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+def print_stream_stats(stats: StreamStats, *, where: str) -> None:
+    """The summary table of one consumer run."""
+    table = Table(title=f"stream run: {escape(where)}")
+    table.add_column("", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_row("events applied", f"{stats.processed:,}")
+    table.add_row("duplicates skipped", f"{stats.duplicates_skipped:,}")
+    table.add_row("dead letters", f"{stats.dead_lettered:,}")
+    table.add_row("batches", f"{stats.batches:,}")
+    lag = "" if stats.last_lag_s is None else f"{stats.last_lag_s * 1000:,.0f} ms"
+    table.add_row("last batch lag (arrival to online)", lag)
+    out.print(table)
+
+
+def _print_dead_letters(source: EventSource, *, as_json: bool) -> None:
+    import dataclasses
+    import json
+
+    try:
+        with _redis_errors(source):
+            letters = source.dead_letters()
+    finally:
+        source.close()
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(letter) for letter in letters]))
+        return
+    where = _dead_letter_list(source)
+    if not letters:
+        out.print(f"no dead letters in {escape(where)}")
+        return
+    table = Table(title=f"dead letters: {escape(where)}")
+    table.add_column("#", no_wrap=True)
+    table.add_column("at, position", overflow="fold", max_width=24)
+    table.add_column("reason", min_width=30, ratio=1)
+    table.add_column("event", overflow="ellipsis", no_wrap=True, max_width=24)
+    for letter in letters:
+        table.add_row(
+            f"{letter.seq}",
+            escape(f"{letter.at[:19].replace('T', ' ')}\n{letter.position}"),
+            escape(letter.reason),
+            escape(letter.raw),
+        )
+    out.print(table)
+    err.print("the events in full: retailml features stream --dead-letters --json")
+
+
+def stream_once(
+    settings: Settings, events: Sequence[Mapping[str, Any]] = ()
+) -> tuple[int, StreamStats, str]:
+    """Publish ``events`` to the settings' event source, then apply every event there.
+
+    Returns:
+        The events published, what the consumer did, and where the source is.
+    """
+    from retailml.feature_engineering.stream import StreamConsumer, publish_events
+
+    source = stream_source(settings)
+    with _redis_errors(source):
+        try:
+            published = publish_events(events, source) if events else 0
+        finally:
+            source.close()
+        stats = StreamConsumer(settings, source=source).process_available()
+    return published, stats, _describe_source(source)
+
+
+@features_app.command("stream")
+def stream(
+    source: Annotated[
+        Literal["directory", "redis"] | None,
+        typer.Option(
+            help=(
+                "Where events come from: directory (*.jsonl files in <home>/stream/incoming) or "
+                "redis (a stream on RETAILML_REDIS_URL). Default: RETAILML_STREAM_SOURCE."
+            ),
+        ),
+    ] = None,
+    stream_name: Annotated[
+        str | None,
+        typer.Option(
+            "--stream",
+            help="Redis stream key, with --source redis (default: RETAILML_STREAM_NAME).",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Most events in one micro-batch.")] = 500,
+    max_events: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Stop after this many records (applied, duplicates and dead letters)."
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Stop after this many seconds without events (default: run until Ctrl-C).",
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Process the events already there, then exit.")
+    ] = False,
+    dead_letters: Annotated[
+        bool,
+        typer.Option("--dead-letters", help="List the dead letters with their reason and exit."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's statistics as JSON.")] = (
+        False
+    ),
+) -> None:
+    """Keep the real-time features customer_realtime and product_realtime current from events.
+
+    Each event is one transaction line as JSON (the canonical columns and a
+    unique event_id). The consumer applies micro-batches exactly once, pushes
+    the new values to the online store (read them with 'retailml features
+    get --set customer_realtime --entity <id>') and records malformed events
+    as dead letters. Ctrl-C or SIGTERM stops it after the current batch.
+
+    Example: retailml features stream --once   (apply what is in <home>/stream/incoming)
+    """
+    import dataclasses
+    import json
+
+    from retailml.feature_engineering.stream import StreamConsumer
+
+    settings = get_settings()
+    kind = source or settings.stream_source
+    if stream_name is not None and kind != "redis":
+        raise typer.BadParameter(
+            f"names a Redis stream; the source is {kind!r} (add --source redis)",
+            param_hint="--stream",
+        )
+    if once and idle_timeout is not None:
+        raise typer.BadParameter(
+            "--once stops as soon as no event is left; leave out --idle-timeout",
+            param_hint="--once",
+        )
+    events = stream_source(settings, kind, stream_name)
+    if dead_letters:
+        _print_dead_letters(events, as_json=as_json)
+        return
+    consumer = StreamConsumer(settings, source=events, batch_size=batch_size)
+    where = _describe_source(events)
+    if once:
+        until = "until no event is left"
+    elif max_events is not None:
+        until = f"up to {max_events:,} events, Ctrl-C to stop"
+    elif idle_timeout is not None:
+        until = f"until {idle_timeout:g} s without events, Ctrl-C to stop"
+    else:
+        until = "Ctrl-C to stop"
+    with _redis_errors(events), _live_status(consumer, where, until):
+        if once and max_events is None:
+            stats = consumer.process_available()
+        else:
+            stats = consumer.run(
+                max_events=max_events, idle_timeout_s=0.0 if once else idle_timeout
+            )
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(stats)))
+    else:
+        print_stream_stats(stats, where=where)
+    if stats.dead_lettered:
+        again = "".join(
+            f" {flag} {value}"
+            for flag, value in (("--source", source), ("--stream", stream_name))
+            if value is not None
+        )
+        err.print(
+            f"[yellow]{stats.dead_lettered:,} dead letter(s)[/yellow]: "
+            f"retailml features stream{escape(again)} --dead-letters",
+            soft_wrap=True,  # a command to copy, on one line
+        )

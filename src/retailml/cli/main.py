@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -17,7 +17,10 @@ from retailml.cli.features import (
     features_app,
     materialize_features,
     print_build,
+    stream_once,
 )
+from retailml.cli.train import train as train_command
+from retailml.cli.train import validate as validate_command
 from retailml.core.errors import RetailMLError
 from retailml.core.logs import configure_logging
 from retailml.core.settings import Settings, get_settings, load_settings
@@ -36,6 +39,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+app.command(name="train")(train_command)
+app.command(name="validate")(validate_command)
 
 
 def _version(value: bool) -> None:
@@ -102,7 +107,8 @@ def demo(
     Today: generate realistic UCI-style transactions -> ingest them into
     bronze, silver and quarantine -> build and validate every feature set
     -> register them in the Feast feature store and load the online store
-    -> print the data-quality report, an online lookup and where every
+    -> stream a few transaction events into the real-time features
+    -> print the data-quality report, online lookups and where every
     output is.
 
     Example: retailml demo --rows 50000
@@ -132,6 +138,19 @@ def demo(
     best = str(rfm.sort_values("monetary_total", ascending=False)["customer_id"].iloc[0])
     out.print(f"    online lookup of the top customer: {_online_lookup(settings, best)}")
     out.print(f"    $ retailml features get --set customer_features --entity {best}")
+    events = _demo_events(
+        best,
+        features["product_popularity"].table("pandas"),
+        seed=settings.seed if seed is None else seed,
+    )
+    published, streamed, where = stream_once(settings, events)
+    out.print(
+        f"    real-time: published {published} events to {where}, "
+        f"applied {streamed.processed} in {streamed.batches} batch(es)"
+    )
+    realtime = _online_lookup(settings, best, "customer_realtime")
+    out.print(f"    real-time features of the top customer: {realtime}")
+    out.print(f"    $ retailml features get --set customer_realtime --entity {best}")
     out.print()
     out.print("[bold]Open these:[/bold]")
     out.print(f"  silver table:    {result.silver_path}")
@@ -144,18 +163,64 @@ def demo(
     out.print(f"  feature sets:    {workspace.features}")
 
 
-def _online_lookup(settings: Settings, customer_id: str) -> str:
+def _online_lookup(
+    settings: Settings, customer_id: str, feature_set: str = "customer_features"
+) -> str:
     import asyncio
 
     from retailml.feature_engineering.feature_store import FeatureStore
 
     with FeatureStore(settings) as store:
-        values = asyncio.run(store.get_online_features("customer_features", customer_id))
+        values = asyncio.run(store.get_online_features(feature_set, customer_id))
     shown = ", ".join(
         f"{name}={value:,.2f}" if isinstance(value, float) else f"{name}={value}"
         for name, value in values.items()
     )
     return f"{customer_id}: {shown}"
+
+
+def _demo_events(customer_id: str, popularity: Any, *, seed: int) -> list[dict[str, Any]]:
+    """A few transaction events as of now: two invoices of the customer and a guest's line.
+
+    Args:
+        customer_id: The customer buying.
+        popularity: The product_popularity feature table (pandas): the products
+            sold most, at their mean price.
+        seed: Quantities and invoice numbers.
+    """
+    import datetime as dt
+    import math
+    import random
+    import time
+
+    by_product = popularity.groupby("stock_code").agg(
+        amount=("total_amount_sum", "sum"), price=("unit_price_mean", "mean")
+    )
+    top = by_product.sort_values("amount", ascending=False).head(3)
+    prices = {
+        str(code): round(float(price), 2) if math.isfinite(price) and price > 0 else 1.0
+        for code, price in top["price"].items()
+    }
+    codes = list(prices)
+    rng = random.Random(seed)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    tag = f"{time.time_ns():x}"  # a re-run publishes new events, not duplicates
+    lines: list[tuple[int, str | None, str]] = [(50, customer_id, code) for code in codes]
+    lines += [(10, customer_id, codes[0]), (5, None, codes[0])]
+    invoices = {minutes: f"{rng.randrange(600_000, 1_000_000)}" for minutes, _, _ in lines}
+    return [
+        {
+            "event_id": f"demo-{tag}-{n}",
+            "invoice_no": invoices[minutes],
+            "stock_code": code,
+            "quantity": rng.randint(1, 12),
+            "invoice_date": now - dt.timedelta(minutes=minutes),
+            "unit_price": prices[code],
+            "customer_id": customer,
+            "country": "United Kingdom",
+        }
+        for n, (minutes, customer, code) in enumerate(lines)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

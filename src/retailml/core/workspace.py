@@ -15,6 +15,7 @@ LAYOUT: tuple[str, ...] = (
     "data/quarantine",
     "features",
     "feature_repo",
+    "stream",
     "mlartifacts",
     "lineage",
     "reports",
@@ -64,6 +65,11 @@ class Workspace:
     def feature_repo(self) -> Path:
         """The generated Feast repository."""
         return self.root / "feature_repo"
+
+    @property
+    def stream(self) -> Path:
+        """The stream consumer's events (``incoming/``, ``processed/``), state and dead letters."""
+        return self.root / "stream"
 
     @property
     def mlflow_db(self) -> Path:

@@ -78,6 +78,21 @@ def _finite_mean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def _step(times: pd.Series) -> Any:
+    """The calendar step of daily or weekly dates (a Timedelta), else None.
+
+    Monthly and coarser steps vary in length and integer periods have no
+    calendar: those use distinct time values instead.
+    """
+    if not pd.api.types.is_datetime64_any_dtype(times):
+        return None
+    distinct = np.sort(times.dropna().unique())
+    if len(distinct) < 2:
+        return None
+    step = pd.Series(np.diff(distinct)).mode().iloc[0]
+    return step if step in (pd.Timedelta(days=1), pd.Timedelta(days=7)) else None
+
+
 def mean_metrics(folds: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Per-metric mean over folds, ignoring undefined (NaN) fold values."""
     names: list[str] = []
@@ -286,6 +301,11 @@ class ForecastTask(Task):
         last = history[self.time_col].max() if not history.empty else None
         ahead = test if last is None else test[test[self.time_col] > last]
         periods = int(ahead[self.time_col].nunique())
+        step = _step(history[self.time_col]) if not history.empty else None
+        if step is not None and last is not None and periods:
+            # Calendar periods, not distinct test dates: a period with no row
+            # (a closed day) still takes a forecast step.
+            periods = round(float((ahead[self.time_col].max() - last) / step))
         if periods == 0:
             raise DataValidationError(
                 problem(
@@ -335,13 +355,32 @@ class ForecastTask(Task):
         canonical = self.strategy(strategy)
         windows = 1 if canonical == "holdout" else n_splits
         horizon = int(estimator.get_params()["horizon"])
-        periods = np.sort(data[self.time_col].unique())
-        cutoffs = expanding_window_cutoffs(len(periods), windows, horizon)
+        times = data[self.time_col]
+        periods = np.sort(times.unique())
+        step = _step(times)
+        if step is not None:
+            # Windows of `horizon` calendar periods ending at the last period.
+            ends = [periods[-1] - (windows - 1 - i) * horizon * step for i in range(windows)]
+            bounds = [(end - horizon * step, end) for end in ends]
+            if not (times <= bounds[0][0]).any():
+                expanding_window_cutoffs(len(periods), windows, horizon)  # raises, explained
+        else:
+            cutoffs = expanding_window_cutoffs(len(periods), windows, horizon)
+            bounds = [(periods[c], periods[c + horizon]) for c in cutoffs]
         folds: list[dict[str, float]] = []
-        for index, cutoff in enumerate(cutoffs):
-            times = data[self.time_col]
-            train = data[times <= periods[cutoff]]
-            test = data[(times > periods[cutoff]) & (times <= periods[cutoff + horizon])]
+        for index, (cut, end) in enumerate(bounds):
+            train = data[times <= cut]
+            test = data[(times > cut) & (times <= end)]
+            if train.empty or test.empty:
+                raise DataValidationError(
+                    problem(
+                        f"training and test rows in every one of {windows} windows of "
+                        f"{horizon} periods",
+                        f"an empty {'training' if train.empty else 'test'} part before {end}",
+                        "use fewer splits, a shorter horizon or a longer history",
+                        subject="time_series_split",
+                    )
+                )
             model = self.fit(clone(estimator), train)
             metrics = self.score(model, test, train)
             folds.append(metrics)

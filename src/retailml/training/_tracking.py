@@ -25,6 +25,7 @@ example (:class:`RetailMLModel`), loadable with ``mlflow.pyfunc.load_model``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -32,7 +33,7 @@ import math
 import platform
 import subprocess
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -101,6 +102,8 @@ def ensure_tracking(settings: Settings | None = None) -> str:
         wanted = tracking_uri(settings)
         if wanted != current or not _configured:
             Path(settings.home).mkdir(parents=True, exist_ok=True)
+            # "Creating initial MLflow database tables..." on every new store.
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             mlflow.set_tracking_uri(wanted)
             _configured.append(wanted)
             del _configured[:-1]
@@ -249,33 +252,42 @@ class RetailMLModel(PythonModel):
         return forecast.reset_index(drop=True)
 
 
-def log_pyfunc(wrapper: RetailMLModel, input_example: pd.DataFrame) -> str:
-    """Log ``wrapper`` as the active run's ``model``; returns its model URI.
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's advice while retailml saves or loads its own models.
 
-    MLflow's advice printed on the way (cloudpickle, integer columns in the
-    schema) is silenced: retailml's models are its own classes, and the
-    signature is inferred from the training rows.
+    MLflow warns about cloudpickle for every Python model and notes integer
+    columns in inferred schemas; neither is actionable for retailml's own
+    estimators, and both drown the CLI's output.
     """
+    loggers = [logging.getLogger(name) for name in ("mlflow", "mlflow.pyfunc", "mlflow.models")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def log_pyfunc(wrapper: RetailMLModel, input_example: pd.DataFrame) -> str:
+    """Log ``wrapper`` as the active run's ``model``; returns its model URI."""
     requirements = [
         f"{name}=={version}"
         for name, version in package_versions().items()
         if name not in {"python", "retailml"}
     ]
-    mlflow_logger = logging.getLogger("mlflow")
-    level = mlflow_logger.level
-    mlflow_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            output = wrapper.predict(None, input_example)
-            signature = infer_signature(input_example, output)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=wrapper,
-                signature=signature,
-                input_example=input_example,
-                pip_requirements=requirements,
-            )
-    finally:
-        mlflow_logger.setLevel(level)
+    with quiet_mlflow():
+        output = wrapper.predict(None, input_example)
+        signature = infer_signature(input_example, output)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=wrapper,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=requirements,
+        )
     return str(info.model_uri)

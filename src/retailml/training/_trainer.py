@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 import math
 import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import mlflow
+import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from retailml.core.errors import ConfigError, problem
+from retailml import __version__
+from retailml.core.errors import ConfigError, NotFoundError, problem
+from retailml.core.io import atomic_path
 from retailml.core.settings import Settings, get_settings
 from retailml.training._registry import ALGORITHMS, make_estimator
 from retailml.training._tasks import (
@@ -32,10 +38,20 @@ from retailml.training._tracking import (
     loggable_metrics,
     loggable_params,
     provenance_tags,
+    quiet_mlflow,
 )
 from retailml.training._tuning import parse_tuning, run_study
 
 __all__ = ["ModelTrainer", "TrainingResult"]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray | tuple):
+        return list(value)
+    return str(value)
+
 
 #: Rows of the training inputs kept with a result as the drift reference.
 REFERENCE_ROWS: Final = 5_000
@@ -68,6 +84,11 @@ class TrainingResult:
         n_rows: Rows trained on (after preparation).
         training_seconds: Wall time of ``train``.
         validation_strategy: The strategy the metrics come from.
+        id_col: Series column (forecasts).
+        time_col: Time column.
+        history: Forecasts only: the training panel (``id_col, time_col,
+            target``), so validation can scale MASE and find where the
+            forecast starts without the caller passing the training data.
     """
 
     model: Any
@@ -87,6 +108,7 @@ class TrainingResult:
     validation_strategy: str = ""
     id_col: str = "series_id"
     time_col: str = "date"
+    history: pd.DataFrame | None = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         yield self.model
@@ -95,6 +117,70 @@ class TrainingResult:
     def task(self) -> Task:
         """The model type's task (how its inputs, scores and predictions look)."""
         return make_task(self.model_type, self.target, id_col=self.id_col, time_col=self.time_col)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the result to a directory, atomically: the MLflow model, ``result.json``
+        and ``reference.parquet`` (the drift reference).
+
+        The model is saved from the fitted estimator with the same pyfunc
+        wrapper the run logged, so the directory loads without the tracking
+        server.
+
+        Returns:
+            The directory.
+        """
+        target = Path(directory)
+        with atomic_path(target, directory=True) as staging:
+            with quiet_mlflow():
+                mlflow.pyfunc.save_model(
+                    staging / "model",
+                    python_model=RetailMLModel(
+                        self.model, self.model_type, self.target, self.id_col, self.time_col
+                    ),
+                )
+            if self.reference_data is not None:
+                self.reference_data.to_parquet(staging / "reference.parquet", index=False)
+            if self.history is not None:
+                self.history.to_parquet(staging / "history.parquet", index=False)
+            frames = {"model", "reference_data", "history"}
+            meta = {k: v for k, v in vars(self).items() if k not in frames}
+            meta["retailml_version"] = __version__
+            (staging / "result.json").write_text(
+                json.dumps(meta, indent=2, default=_json_default, allow_nan=True) + "\n",
+                encoding="utf-8",
+            )
+        return target
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainingResult:
+        """Read a result written by :meth:`save`.
+
+        Raises:
+            NotFoundError: when the directory holds no saved result.
+        """
+        root = Path(directory)
+        meta_path = root / "result.json"
+        if not meta_path.is_file():
+            raise NotFoundError(
+                problem(
+                    "a model directory written by 'retailml train' (with result.json)",
+                    repr(str(root)),
+                    "pass --model-path <output-dir>/<model_name> or <output-dir>/latest",
+                    subject="model path",
+                )
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta.pop("retailml_version", None)
+        with quiet_mlflow():
+            wrapper = mlflow.pyfunc.load_model(str(root / "model")).unwrap_python_model()
+        reference = root / "reference.parquet"
+        history = root / "history.parquet"
+        return cls(
+            model=wrapper.model,
+            reference_data=pd.read_parquet(reference) if reference.is_file() else None,
+            history=pd.read_parquet(history) if history.is_file() else None,
+            **meta,
+        )
 
 
 class ModelTrainer:
@@ -377,6 +463,7 @@ class ModelTrainer:
             validation_strategy=self.validation_strategy,
             id_col=task.id_col,
             time_col=task.time_col,
+            history=data.copy() if self.model_type == "sales_forecast" else None,
         )
 
     def _tune(

@@ -24,8 +24,9 @@ import contextlib
 from retailml.core.errors import RetailMLError
 from retailml.training._tracking import ensure_tracking
 from retailml.training._trainer import ModelTrainer, TrainingResult
+from retailml.training._validation import CheckOutcome, ModelValidator, ValidationResult
 
-__all__ = ["ModelTrainer", "TrainingResult"]
+__all__ = ["CheckOutcome", "ModelTrainer", "ModelValidator", "TrainingResult", "ValidationResult"]
 
 # Invalid settings are reported when a trainer is built, not on import.
 with contextlib.suppress(RetailMLError):
