@@ -25,6 +25,8 @@ COMMANDS = [
     ["config", "show"],
     ["data", "generate"],
     ["data", "ingest"],
+    ["train"],
+    ["validate"],
 ]
 
 
@@ -170,11 +172,21 @@ def test_demo_ends_with_the_paths_to_open(
     paths = [
         line.split(":", 1)[1].split("   (")[0].strip()
         for line in tail.splitlines()[1:]
-        if ":" in line
+        if ":" in line and not line.strip().startswith("MLflow runs")
     ]
-    assert len(paths) == 4
+    assert len(paths) == 5
     for path in paths:
         assert Path(path).exists(), path
+    # One model of each type was trained, validated and saved.
+    models = Path(paths[-1])
+    for name in (
+        "sales_forecast",
+        "customer_segmentation",
+        "anomaly_detection",
+        "demand_prediction",
+    ):
+        assert (models / name / "result.json").is_file(), name
+    assert "mlflow ui --backend-store-uri sqlite:///" in tail
 
 
 def test_commands_log_to_the_workspace_log_file(

@@ -108,6 +108,7 @@ def demo(
     bronze, silver and quarantine -> build and validate every feature set
     -> register them in the Feast feature store and load the online store
     -> stream a few transaction events into the real-time features
+    -> train, cross-validate, validate and track (MLflow) one model of each type
     -> print the data-quality report, online lookups and where every
     output is.
 
@@ -117,20 +118,21 @@ def demo(
     workspace = Workspace.from_settings(settings)
     workspace.init()
     landing = workspace.landing / "online_retail_demo.csv"
-    out.print("[bold]1/4 generate[/bold] synthetic UCI Online Retail transactions")
+    out.print("[bold]1/5 generate[/bold] synthetic UCI Online Retail transactions")
     generate_file(
         rows=rows,
         seed=settings.seed if seed is None else seed,
         output=landing,
+        anomaly_rate=0.01,  # labelled anomalies, so the detector's F1 can be measured
     )
     out.print(f"    wrote {rows:,} rows to {landing}")
-    out.print("[bold]2/4 ingest[/bold] into bronze, silver and quarantine")
+    out.print("[bold]2/5 ingest[/bold] into bronze, silver and quarantine")
     result = ingest_path(landing, mapping=None, date_format=None, settings=settings)
     print_ingest_result(result)
-    out.print("[bold]3/4 features[/bold]: compute, validate and publish every feature set")
+    out.print("[bold]3/5 features[/bold]: compute, validate and publish every feature set")
     features = build_features(dict(BUILTIN_CONFIG), settings=settings)
     print_build(features, root=workspace.root)
-    out.print("[bold]4/4 feature store[/bold]: register in Feast and load the online store")
+    out.print("[bold]4/5 feature store[/bold]: register in Feast and load the online store")
     loaded = materialize_features(settings)
     for name, (source, version, count) in loaded.items():
         out.print(f"    {name:<18} <- {source} {version}: {count:,} entities online")
@@ -151,6 +153,8 @@ def demo(
     realtime = _online_lookup(settings, best, "customer_realtime")
     out.print(f"    real-time features of the top customer: {realtime}")
     out.print(f"    $ retailml features get --set customer_realtime --entity {best}")
+    out.print("[bold]5/5 models[/bold]: train, validate and track one model of each type")
+    trained = _demo_models(settings)
     out.print()
     out.print("[bold]Open these:[/bold]")
     out.print(f"  silver table:    {result.silver_path}")
@@ -161,6 +165,98 @@ def demo(
     )
     out.print(f"  quality report:  {result.report_path}")
     out.print(f"  feature sets:    {workspace.features}")
+    out.print(f"  models:          {trained}")
+    out.print(
+        f"  MLflow runs:     mlflow ui --backend-store-uri sqlite:///{workspace.root.resolve()}"
+        "/mlflow.db  (then http://127.0.0.1:5000)"
+    )
+
+
+#: The demo's models: one per type, sized to train in seconds on the demo data.
+DEMO_MODELS: tuple[dict[str, Any], ...] = (
+    {
+        "model_type": "sales_forecast",
+        "algorithm": "auto",
+        "model_name": "sales_forecast",
+        "target": "sales_amount",
+        "hyperparameters": {"horizon": 14},
+        "n_splits": 2,
+        "data": {
+            "name": "daily_sales",
+            "filter": {"level": ["total", "country"]},
+            "top_series": 4,
+            "holdout": 14,
+        },
+        "validation": {"performance_thresholds": {"mase": 2.0}, "drift_detection": True},
+    },
+    {
+        "model_type": "customer_segmentation",
+        "algorithm": "kmeans",
+        "model_name": "customer_segmentation",
+        "hyperparameters": {"n_clusters": 4, "features": ["recency", "frequency", "monetary"]},
+        "n_splits": 3,
+        "data": {"name": "customer_rfm", "holdout": 0.2},
+        "validation": {"performance_thresholds": {"silhouette_score": 0.2}},
+    },
+    {
+        "model_type": "anomaly_detection",
+        "algorithm": "isolation_forest",
+        "model_name": "anomaly_detection",
+        "target": "is_anomaly",
+        "hyperparameters": {"contamination": 0.01},
+        "n_splits": 3,
+        "data": {"source": "silver", "window": "6m", "holdout": 0.2},
+        "validation": {"performance_thresholds": {"f1": 0.3}, "drift_detection": True},
+    },
+    {
+        "model_type": "demand_prediction",
+        "algorithm": "random_forest",
+        "model_name": "demand_prediction",
+        "target": "quantity",
+        "hyperparameters": {"n_estimators": 50},
+        "n_splits": 2,
+        "data": {
+            "name": "daily_sales",
+            "filter": {"level": "product"},
+            "top_series": 20,
+            "window": "1y",
+            "holdout": 14,
+        },
+        "validation": {"performance_thresholds": {"mae": 1000.0}, "drift_detection": True},
+    },
+)
+
+
+def _demo_models(settings: Settings) -> Any:
+    """Train and validate :data:`DEMO_MODELS`; returns the models directory."""
+    import math
+
+    from retailml.cli.train import default_output_dir, train_from_config
+    from retailml.training.model_trainer import ModelValidator
+
+    output = default_output_dir(settings)
+    for config in DEMO_MODELS:
+        result, directory = train_from_config(config, output_dir=output, settings=settings)
+        test = directory / "test.parquet"
+        status = "no test data"
+        if test.exists():
+            import pandas as pd
+
+            outcome = ModelValidator().validate_model(
+                model=result,
+                test_data=pd.read_parquet(test),
+                validation_config=dict(config["validation"]),
+            )
+            failed = ", ".join(check.name for check in outcome.failures)
+            status = f"validation {outcome.status}" + (f" ({failed})" if failed else "")
+        shown = ", ".join(
+            f"{name} {value:.3g}"
+            for name, value in list(result.metrics.items())[:3]
+            if math.isfinite(value)
+        )
+        out.print(f"    {result.model_name:<22} {result.algorithm:<17} {shown}; {status}")
+    out.print(f"    $ retailml validate --model-path {output / 'latest'}")
+    return output
 
 
 def _online_lookup(

@@ -274,6 +274,7 @@ def validate(
     """
     from retailml.training.model_trainer import ModelValidator, TrainingResult
 
+    extra = dict(_threshold(text) for text in threshold or [])
     result = TrainingResult.load(model_path)
     if validation_data is None:
         validation_data = model_path / "test.parquet"
@@ -294,7 +295,7 @@ def validate(
         saved = model_path / "validation.json"
         settings_map = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
     thresholds = dict(settings_map.get("performance_thresholds") or {})
-    thresholds.update(_threshold(text) for text in threshold or [])
+    thresholds.update(extra)
     settings_map["performance_thresholds"] = thresholds
     outcome = ModelValidator().validate_model(
         model=result, test_data=test, validation_config=settings_map

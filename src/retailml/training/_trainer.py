@@ -86,9 +86,10 @@ class TrainingResult:
         validation_strategy: The strategy the metrics come from.
         id_col: Series column (forecasts).
         time_col: Time column.
-        history: Forecasts only: the training panel (``id_col, time_col,
-            target``), so validation can scale MASE and find where the
-            forecast starts without the caller passing the training data.
+        history: The training panel (``id_col, time_col, target``) of a
+            forecast or demand model, so validation can scale MASE, find where
+            the forecast starts and derive the first test days' lags without
+            the caller passing the training data.
     """
 
     model: Any
@@ -463,7 +464,7 @@ class ModelTrainer:
             validation_strategy=self.validation_strategy,
             id_col=task.id_col,
             time_col=task.time_col,
-            history=data.copy() if self.model_type == "sales_forecast" else None,
+            history=self._history(task, features, data),
         )
 
     def _tune(
@@ -525,6 +526,19 @@ class ModelTrainer:
         )
         mlflow.log_metric(f"best_{metric}", float(study.best_value))
         return best
+
+    def _history(
+        self, task: Task, features: pd.DataFrame, data: pd.DataFrame
+    ) -> pd.DataFrame | None:
+        """What validation needs of the training data: the panel (forecasts) or the
+        daily rows the lags come from (demand)."""
+        if self.model_type == "sales_forecast":
+            return data.copy()
+        if self.model_type == "demand_prediction":
+            needed = [task.id_col, task.time_col, str(task.target)]
+            if all(c in features.columns for c in needed):
+                return features[needed].copy()
+        return None
 
     def _input_example(self, task: Task, data: pd.DataFrame, model: Any) -> pd.DataFrame:
         if self.model_type == "sales_forecast":

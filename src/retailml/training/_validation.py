@@ -805,10 +805,14 @@ def _evaluate_forecast(
 
 
 def _prepare_demand(
-    raw: pd.DataFrame, config: _Config, task: Task, notes: list[str]
+    raw: pd.DataFrame,
+    config: _Config,
+    task: Task,
+    notes: list[str],
+    history: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     target, id_col, time_col = str(task.target), task.id_col, task.time_col
-    train = config.train_data
+    train = config.train_data if config.train_data is not None else history
     derives = (
         f"{target}_lag_1" not in raw.columns
         and id_col in raw.columns
@@ -862,7 +866,7 @@ def _evaluate(subject: _Subject, test_data: object, config: _Config) -> _Evaluat
     notes: list[str] = []
     y_true: Array | None
     if subject.model_type == "demand_prediction":
-        test = _prepare_demand(raw, config, task, notes)
+        test = _prepare_demand(raw, config, task, notes, subject.history)
         y_pred = np.asarray(model.predict(test), dtype=np.float64)
         y_true = test[str(task.target)].to_numpy(dtype=np.float64)
         metrics = task.score(model, test)
@@ -1240,6 +1244,12 @@ def _drift_check(
         and not pd.api.types.is_datetime64_any_dtype(current[c])
         and not pd.api.types.is_datetime64_any_dtype(reference[c])
     ]
+    # A column with no value in one frame (e.g. a 28-day lag over a 14-day
+    # test set) cannot be compared: leave it out and say so.
+    empty = [c for c in columns if current[c].isna().all() or reference[c].isna().all()]
+    if empty:
+        ev.notes.append(f"drift left out columns without values in one frame: {', '.join(empty)}")
+        columns = [c for c in columns if c not in empty]
     if not columns:
         return (
             CheckOutcome(
