@@ -251,3 +251,8 @@ class FeatureBuild(Base):
     status: Mapped[str] = mapped_column(String(16))
     validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+from retailml.core import db_ab as _db_ab  # noqa: E402,F401
+from retailml.core import db_deploy as _db_deploy  # noqa: E402,F401
+from retailml.core import db_registry as _db_registry  # noqa: E402,F401

@@ -273,13 +273,18 @@ def quiet_mlflow() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def log_pyfunc(wrapper: RetailMLModel, input_example: pd.DataFrame) -> str:
-    """Log ``wrapper`` as the active run's ``model``; returns its model URI."""
-    requirements = [
+def pip_requirements() -> list[str]:
+    """The installed versions of the tracked packages, pinned (MLflow would infer them slowly)."""
+    return [
         f"{name}=={version}"
         for name, version in package_versions().items()
         if name not in {"python", "retailml"}
     ]
+
+
+def log_pyfunc(wrapper: RetailMLModel, input_example: pd.DataFrame) -> str:
+    """Log ``wrapper`` as the active run's ``model``; returns its model URI."""
+    requirements = pip_requirements()
     with quiet_mlflow():
         output = wrapper.predict(None, input_example)
         signature = infer_signature(input_example, output)

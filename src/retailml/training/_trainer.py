@@ -37,6 +37,7 @@ from retailml.training._tracking import (
     log_pyfunc,
     loggable_metrics,
     loggable_params,
+    pip_requirements,
     provenance_tags,
     quiet_mlflow,
 )
@@ -138,6 +139,7 @@ class TrainingResult:
                     python_model=RetailMLModel(
                         self.model, self.model_type, self.target, self.id_col, self.time_col
                     ),
+                    pip_requirements=pip_requirements(),
                 )
             if self.reference_data is not None:
                 self.reference_data.to_parquet(staging / "reference.parquet", index=False)

@@ -1,0 +1,1 @@
+"""Layer 6: deployment (model serving, rollouts, A/B tests)."""
