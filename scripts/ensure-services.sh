@@ -38,3 +38,11 @@ if ! java_ok; then
   (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless) >/dev/null 2>&1 || true
 fi
 java_ok && echo "ok: Java 17+" || { echo "error: Java 17+ is needed for the Spark engine tests" >&2; exit 1; }
+
+# Chromium (Debian's package) drives the dashboard's end-to-end browser test through
+# Playwright; `playwright install` is not used (it downloads its own browsers).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "Chromium is missing (the dashboard browser test needs it); installing chromium"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || true
+fi
+[ -x /usr/bin/chromium ] && echo "ok: Chromium" || { echo "error: /usr/bin/chromium is needed for the dashboard browser test" >&2; exit 1; }

@@ -27,6 +27,12 @@ COMMANDS = [
     ["data", "ingest"],
     ["train"],
     ["validate"],
+    ["lineage", "show"],
+    ["governance", "request"],
+    ["governance", "approve"],
+    ["governance", "status"],
+    ["audit", "verify"],
+    ["audit", "show"],
 ]
 
 

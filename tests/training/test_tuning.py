@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import optuna
 import pandas as pd
@@ -167,10 +166,8 @@ def test_two_processes_tune_one_study_in_postgresql(postgres_url: str, tmp_path:
     assert all(t.state.is_finished() for t in trials)
     # Each worker's MLflow run has its own trials as nested runs.
     for index in range(2):
-        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / f'ws{index}' / 'mlflow.db'}")
-        runs = MlflowClient().search_runs(
-            [mlflow.get_experiment_by_name("customer_segmentation").experiment_id]
-        )
-        assert len(runs) == 5
-    mlflow.set_tracking_uri("")
+        client = MlflowClient(f"sqlite:///{tmp_path / f'ws{index}' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("customer_segmentation")
+        assert experiment is not None
+        assert len(client.search_runs([experiment.experiment_id])) == 5
     assert np.isfinite(study.best_value)

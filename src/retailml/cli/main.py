@@ -11,6 +11,7 @@ from rich.markup import escape
 from retailml import __version__
 from retailml.cli._console import err, out
 from retailml.cli.data import data_app, generate_file, ingest_path, print_ingest_result
+from retailml.cli.deploy import ab_app, deploy, promote, register, rollback
 from retailml.cli.features import (
     BUILTIN_CONFIG,
     build_features,
@@ -19,6 +20,11 @@ from retailml.cli.features import (
     print_build,
     stream_once,
 )
+from retailml.cli.governance import audit_app, governance_app
+from retailml.cli.lineage import lineage_app
+from retailml.cli.monitor import monitor_app
+from retailml.cli.report import report as report_command
+from retailml.cli.serve import serve as serve_command
 from retailml.cli.train import train as train_command
 from retailml.cli.train import validate as validate_command
 from retailml.core.errors import RetailMLError
@@ -39,8 +45,19 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+app.add_typer(lineage_app, name="lineage")
+app.add_typer(governance_app, name="governance")
+app.add_typer(audit_app, name="audit")
 app.command(name="train")(train_command)
 app.command(name="validate")(validate_command)
+app.command(name="register")(register)
+app.command(name="deploy")(deploy)
+app.command(name="promote")(promote)
+app.command(name="rollback")(rollback)
+app.add_typer(ab_app, name="ab")
+app.command(name="serve")(serve_command)
+app.add_typer(monitor_app, name="monitor")
+app.command(name="report")(report_command)
 
 
 def _version(value: bool) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -121,6 +122,123 @@ class Settings(BaseSettings):
             "postgresql+psycopg://user@host/optuna); empty means in-process studies."
         ),
     )
+    lineage_url: str | None = Field(
+        default=None,
+        description=(
+            "OpenLineage HTTP endpoint (Marquez-compatible, e.g. http://marquez:5000) that "
+            "also receives every lineage event; they always go to <home>/lineage/events.jsonl."
+        ),
+    )
+    lineage_namespace: str = Field(
+        default="retailml",
+        min_length=1,
+        description="OpenLineage namespace of retailml's jobs and datasets.",
+    )
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "API keys accepted in the X-API-Key header of the prediction endpoints, "
+            "comma-separated; empty means prediction requests are refused (401)."
+        ),
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token of the serving admin endpoints (deployments, rollback, A/B tests); "
+            "empty means they are refused (401)."
+        ),
+    )
+    serve_host: str = Field(default="127.0.0.1", description="Address 'retailml serve' listens on.")
+    serve_port: int = Field(
+        default=8000, ge=1, le=65535, description="Port 'retailml serve' listens on."
+    )
+    serve_workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes of 'retailml serve'."
+    )
+    serve_environment: Literal["production", "staging"] = Field(
+        default="production",
+        description="Deployment environment the prediction service routes requests to.",
+    )
+    serve_default_model: str = Field(
+        default="sales_forecast",
+        min_length=1,
+        description="Model served when a prediction request names none.",
+    )
+    serve_routing_ttl_s: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "Seconds between reloads of deployments, rollouts and A/B tests by the "
+            "prediction service (how soon a new version takes traffic)."
+        ),
+    )
+    prediction_log_queue_size: int = Field(
+        default=10000,
+        ge=1,
+        description=(
+            "Prediction-log entries held in memory before they are written in a batch; "
+            "when full, new entries are dropped and counted."
+        ),
+    )
+    alert_channels: str = Field(
+        default="log,database",
+        description=(
+            "Comma-separated alert channels: log (always on), database (the alerts table), "
+            "webhook (Slack-compatible JSON to alert_webhook_url), email (SMTP)."
+        ),
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description=(
+            'URL the webhook channel POSTs {"text": ...} to (e.g. a Slack incoming webhook).'
+        ),
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server of the email alert channel."
+    )
+    smtp_port: int = Field(
+        default=25, ge=1, le=65535, description="Port of the SMTP server of the email channel."
+    )
+    smtp_from: str = Field(
+        default="retailml@localhost", description="Sender address of alert e-mails."
+    )
+    alert_email_to: str | None = Field(
+        default=None, description="Comma-separated recipients of alert e-mails."
+    )
+    alert_cooldown_s: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "Seconds during which a repeat of an open alert (same type, model, version and "
+            "severity) only raises its count instead of notifying the channels again."
+        ),
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("alert_channels")
+    @classmethod
+    def _known_channels(cls, value: str) -> str:
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        unknown = [name for name in names if name not in ("log", "database", "webhook", "email")]
+        if unknown:
+            raise ValueError(
+                f"a comma-separated list of log, database, webhook, email (unknown: {unknown})"
+            )
+        return ",".join(names)
 
     @field_validator("database_url")
     @classmethod

@@ -79,6 +79,7 @@ from retailml.core.errors import (
     problem,
 )
 from retailml.core.io import sha256_file
+from retailml.core.lineage import Dataset, emit_run
 from retailml.core.settings import Settings, get_settings
 from retailml.core.workspace import Workspace
 from retailml.data._readers import (
@@ -334,7 +335,7 @@ def ingest_file(
                 existing = _find_run(platform_db, source_hash)
                 if existing is not None:
                     return _earlier_result(existing, workspace, platform_db)
-                return _ingest(
+                result = _ingest(
                     _Run(
                         run_id=new_id(),
                         path=path.resolve(),
@@ -353,6 +354,23 @@ def ingest_file(
             finally:
                 if db is None:
                     platform_db.dispose()
+        emit_run(
+            "ingest",
+            inputs=[Dataset(f"file.{path.name}", source_hash[:16])],
+            outputs=[
+                Dataset(f"bronze.{source_hash[:16]}", source_hash[:16]),
+                Dataset(SILVER_TABLE, result.data_version),
+            ],
+            description="ingestion: source file -> bronze (as read) -> silver (typed, cleaned)",
+            parameters={
+                "rows_read": result.report.rows_read,
+                "silver_rows": result.report.silver_rows,
+                "quarantined_rows": result.report.quarantined_rows,
+            },
+            transformations=["type", "deduplicate", "flag", "quarantine"],
+            settings=settings,
+        )
+        return result
 
 
 def read_silver(settings: Settings | None = None) -> pa.Table:

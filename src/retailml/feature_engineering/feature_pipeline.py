@@ -72,6 +72,7 @@ import pyarrow.parquet as pq
 from retailml.core.db import FeatureBuild, PlatformDB, utcnow
 from retailml.core.errors import ConfigError, NotFoundError, problem
 from retailml.core.io import atomic_path, sha256_file
+from retailml.core.lineage import Dataset, emit_run
 from retailml.core.settings import Settings, get_settings
 from retailml.core.workspace import Workspace
 from retailml.data.ingest import SILVER_TABLE
@@ -738,7 +739,18 @@ class FeatureEngineeringPipeline:
                 builds.append(build)
         for build in builds:
             set_latest(build.plan.path.parent, build.plan.version)
-        self._record(db, [b for b in builds if not b.reused], silver, status="published")
+        fresh = [b for b in builds if not b.reused]
+        self._record(db, fresh, silver, status="published")
+        for build in fresh:
+            emit_run(
+                f"features.{build.name}",
+                inputs=[Dataset(SILVER_TABLE, silver.data_version)],
+                outputs=[Dataset(f"feature_set.{build.name}", build.plan.version)],
+                description=f"feature set {build.name} ({self.parsed_config.engine})",
+                parameters=build.plan.parameters,
+                transformations=[f"sql:{definition_hash(build.plan.sql)[:16]}"],
+                settings=self.settings,
+            )
         return builds
 
     def _plan(self, definition: FeatureSet, workspace: Workspace, silver: _SilverInput) -> _Plan:

@@ -71,6 +71,7 @@ from retailml.core.errors import (
     problem,
 )
 from retailml.core.io import atomic_path
+from retailml.core.lineage import Dataset, emit_run
 from retailml.core.settings import Settings, get_settings
 from retailml.registry._artifacts import Source, download, resolve_source
 from retailml.registry._digest import directory_digest
@@ -248,6 +249,16 @@ class ModelRegistry:
             model_version,
             mlflow_version,
             digest,
+        )
+        emit_run(
+            f"register.{model_name}",
+            inputs=[
+                Dataset(f"run.{record.run_id}") if record.run_id else Dataset(record.model_uri)
+            ],
+            outputs=[Dataset(f"model.{model_name}", model_version)],
+            description=f"registration of {model_name} {model_version}",
+            parameters={"mlflow_version": mlflow_version, "digest": digest},
+            settings=self.settings,
         )
         return self._version(record, {})
 

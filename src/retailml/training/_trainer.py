@@ -17,12 +17,15 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from retailml import __version__
 from retailml.core.errors import ConfigError, NotFoundError, problem
 from retailml.core.io import atomic_path
+from retailml.core.lineage import Dataset, emit_run
 from retailml.core.settings import Settings, get_settings
+from retailml.data.ingest import SILVER_TABLE
 from retailml.training._registry import ALGORITHMS, make_estimator
 from retailml.training._tasks import (
     DEFAULT_ALGORITHMS,
@@ -34,6 +37,7 @@ from retailml.training._tracking import (
     RetailMLModel,
     ensure_tracking,
     experiment_id,
+    git_commit,
     log_pyfunc,
     loggable_metrics,
     loggable_params,
@@ -132,14 +136,22 @@ class TrainingResult:
             The directory.
         """
         target = Path(directory)
+        wrapper = RetailMLModel(
+            self.model, self.model_type, self.target, self.id_col, self.time_col
+        )
+        example = self.input_example()
         with atomic_path(target, directory=True) as staging:
             with quiet_mlflow():
                 mlflow.pyfunc.save_model(
                     staging / "model",
-                    python_model=RetailMLModel(
-                        self.model, self.model_type, self.target, self.id_col, self.time_col
-                    ),
+                    python_model=wrapper,
                     pip_requirements=pip_requirements(),
+                    input_example=example,
+                    signature=(
+                        infer_signature(example, wrapper.predict(None, example))
+                        if example is not None
+                        else None
+                    ),
                 )
             if self.reference_data is not None:
                 self.reference_data.to_parquet(staging / "reference.parquet", index=False)
@@ -153,6 +165,25 @@ class TrainingResult:
                 encoding="utf-8",
             )
         return target
+
+    def input_example(self) -> pd.DataFrame | None:
+        """A few rows of what the pyfunc model takes (for signatures and smoke tests)."""
+        if self.model_type == "sales_forecast":
+            horizon = int(getattr(self.model, "horizon_", 1))
+            first = (
+                self.history[self.id_col].iloc[0]
+                if self.history is not None and len(self.history)
+                else None
+            )
+            frame = pd.DataFrame({"horizon": [horizon]})
+            return (
+                frame
+                if first is None
+                else frame.assign(series_id=[first])[["series_id", "horizon"]]
+            )
+        if self.reference_data is None or self.reference_data.empty:
+            return None
+        return self.reference_data.head(5).reset_index(drop=True)
 
     @classmethod
     def load(cls, directory: str | Path) -> TrainingResult:
@@ -442,6 +473,19 @@ class ModelTrainer:
             wrapper = RetailMLModel(model, self.model_type, task.target, task.id_col, task.time_col)
             model_uri = log_pyfunc(wrapper, self._input_example(task, data, model))
             run_id = run.info.run_id
+        emit_run(
+            f"train.{name}",
+            inputs=[
+                *(Dataset(f"feature_set.{s}", v) for s, v in (feature_set_versions or {}).items()),
+                *([Dataset(SILVER_TABLE, data_version)] if data_version else []),
+            ],
+            outputs=[Dataset(f"run.{run_id}", model_uri)],
+            description=f"training of {self.model_type} {self.algorithm}",
+            parameters={k: v for k, v in params.items() if k != "algorithm"},
+            features=[str(c) for c in task.inputs(data).columns],
+            code_version=git_commit(),
+            settings=self.settings,
+        )
         inputs = task.inputs(data)
         reference = (
             inputs.sample(REFERENCE_ROWS, random_state=self.random_state)

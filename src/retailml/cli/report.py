@@ -1,0 +1,34 @@
+"""``retailml report``: the HTML performance report of the guide's weekly retraining script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retailml.cli._console import out
+from retailml.core.settings import get_settings
+
+
+def report(
+    period: Annotated[
+        str, typer.Option(help="The period: daily (24 h), weekly (7 days) or monthly (30 days).")
+    ] = "weekly",
+    models: Annotated[str, typer.Option(help="'all' or comma-separated model names.")] = "all",
+    output: Annotated[
+        Path, typer.Option(help="The HTML file to write (directories are created).")
+    ] = Path("reports/model_performance.html"),
+) -> None:
+    """Write an HTML report of each model's performance, drift and alerts over the period.
+
+    The file is self-contained (plotly.js inline): it opens offline with interactive charts.
+
+    Example: retailml report --period weekly --models all
+    --output reports/weekly_model_performance.html
+    """
+    from retailml.monitoring.reports import write_report
+
+    result = write_report(period, models, output, get_settings())
+    shown = ", ".join(result.models) or "no models"
+    out.print(f"wrote {result.path} ({result.period}, {result.charts} charts; {shown})")

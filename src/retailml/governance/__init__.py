@@ -1,0 +1,1 @@
+"""Governance: approvals, compliance checks and the audit log."""

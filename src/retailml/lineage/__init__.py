@@ -1,0 +1,1 @@
+"""Lineage: OpenLineage events of every run, and queries in both directions."""
