@@ -163,7 +163,7 @@ def test_ingest_with_a_bad_mapping_file_lists_the_canonical_columns(
 def test_demo_ends_with_the_paths_to_open(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["demo", "--rows", "5000"]) == 0
+    assert main(["demo", "--rows", "5000", "--no-serve"]) == 0
     text = capsys.readouterr().out
     assert "customer_features" in text
     command = next(line for line in text.splitlines() if "retailml features get" in line)
@@ -178,7 +178,7 @@ def test_demo_ends_with_the_paths_to_open(
     paths = [
         line.split(":", 1)[1].split("   (")[0].strip()
         for line in tail.splitlines()[1:]
-        if ":" in line and not line.strip().startswith("MLflow runs")
+        if ":" in line and line.strip().split(":")[0] not in ("MLflow runs", "dashboard", "predict")
     ]
     assert len(paths) == 5
     for path in paths:
@@ -193,6 +193,8 @@ def test_demo_ends_with_the_paths_to_open(
     ):
         assert (models / name / "result.json").is_file(), name
     assert "mlflow ui --backend-store-uri sqlite:///" in tail
+    assert "canary:     promoted" in text
+    assert "/dashboard" in tail and "X-API-Key" in tail
 
 
 def test_commands_log_to_the_workspace_log_file(

@@ -118,6 +118,14 @@ def demo(
         int, typer.Option(min=1, help="Rows of synthetic transactions to generate.")
     ] = 200_000,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: RETAILML_SEED).")] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve/--no-serve",
+            help="End by starting the prediction service (--no-serve: stop after the rollout).",
+        ),
+    ] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the service.")] = 8000,
 ) -> None:
     """Run the whole lifecycle that exists on the embedded defaults.
 
@@ -126,8 +134,10 @@ def demo(
     -> register them in the Feast feature store and load the online store
     -> stream a few transaction events into the real-time features
     -> train, cross-validate, validate and track (MLflow) one model of each type
-    -> print the data-quality report, online lookups and where every
-    output is.
+    -> register the forecast, deploy it to staging and production, roll a
+    challenger out by canary on simulated traffic (promoted when healthy)
+    -> print where every output is, then serve predictions and the dashboard
+    (--no-serve stops before serving).
 
     Example: retailml demo --rows 50000
     """
@@ -135,7 +145,7 @@ def demo(
     workspace = Workspace.from_settings(settings)
     workspace.init()
     landing = workspace.landing / "online_retail_demo.csv"
-    out.print("[bold]1/5 generate[/bold] synthetic UCI Online Retail transactions")
+    out.print("[bold]1/6 generate[/bold] synthetic UCI Online Retail transactions")
     generate_file(
         rows=rows,
         seed=settings.seed if seed is None else seed,
@@ -143,13 +153,13 @@ def demo(
         anomaly_rate=0.01,  # labelled anomalies, so the detector's F1 can be measured
     )
     out.print(f"    wrote {rows:,} rows to {landing}")
-    out.print("[bold]2/5 ingest[/bold] into bronze, silver and quarantine")
+    out.print("[bold]2/6 ingest[/bold] into bronze, silver and quarantine")
     result = ingest_path(landing, mapping=None, date_format=None, settings=settings)
     print_ingest_result(result)
-    out.print("[bold]3/5 features[/bold]: compute, validate and publish every feature set")
+    out.print("[bold]3/6 features[/bold]: compute, validate and publish every feature set")
     features = build_features(dict(BUILTIN_CONFIG), settings=settings)
     print_build(features, root=workspace.root)
-    out.print("[bold]4/5 feature store[/bold]: register in Feast and load the online store")
+    out.print("[bold]4/6 feature store[/bold]: register in Feast and load the online store")
     loaded = materialize_features(settings)
     for name, (source, version, count) in loaded.items():
         out.print(f"    {name:<18} <- {source} {version}: {count:,} entities online")
@@ -170,8 +180,10 @@ def demo(
     realtime = _online_lookup(settings, best, "customer_realtime")
     out.print(f"    real-time features of the top customer: {realtime}")
     out.print(f"    $ retailml features get --set customer_realtime --entity {best}")
-    out.print("[bold]5/5 models[/bold]: train, validate and track one model of each type")
+    out.print("[bold]5/6 models[/bold]: train, validate and track one model of each type")
     trained = _demo_models(settings)
+    out.print("[bold]6/6 deploy[/bold]: register, stage, and roll out to production by canary")
+    api_key = _demo_deploy(settings, trained)
     out.print()
     out.print("[bold]Open these:[/bold]")
     out.print(f"  silver table:    {result.silver_path}")
@@ -187,6 +199,15 @@ def demo(
         f"  MLflow runs:     mlflow ui --backend-store-uri sqlite:///{workspace.root.resolve()}"
         "/mlflow.db  (then http://127.0.0.1:5000)"
     )
+    url = f"http://127.0.0.1:{port}"
+    out.print(f"  dashboard:       {url}/dashboard   (API docs: {url}/docs)")
+    out.print(
+        f"  predict:         curl -s -H 'X-API-Key: {api_key}' -d "
+        f'\'{{"features": {{"series_id": "total"}}, "horizon": 7}}\' '
+        f"{url}/api/v1/ml/predict"
+    )
+    if serve:
+        _demo_serve(port, api_key)
 
 
 #: The demo's models: one per type, sized to train in seconds on the demo data.
@@ -274,6 +295,93 @@ def _demo_models(settings: Settings) -> Any:
         out.print(f"    {result.model_name:<22} {result.algorithm:<17} {shown}; {status}")
     out.print(f"    $ retailml validate --model-path {output / 'latest'}")
     return output
+
+
+def _demo_deploy(settings: Settings, models_dir: Any) -> str:
+    """Register the demo forecast as 1.0.0 and a theta challenger as 1.1.0, deploy 1.0.0 to
+    staging and production, roll 1.1.0 out by canary on simulated traffic.
+
+    Returns:
+        The API key the demo service accepts (RETAILML_API_KEYS' first, else a new one).
+    """
+    import asyncio
+    import secrets
+
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from retailml.cli.train import train_from_config
+    from retailml.deployment.model_server import ModelRegistry, ModelServer
+    from retailml.serving.app import create_app
+    from retailml.training.model_trainer import TrainingResult
+
+    name = "sales_forecast"
+    champion = TrainingResult.load(models_dir / name)
+    challenger_config = {**DEMO_MODELS[0], "algorithm": "theta", "model_name": f"{name}_theta"}
+    challenger, _ = train_from_config(challenger_config, output_dir=models_dir, settings=settings)
+    with ModelRegistry(settings) as registry:
+        known = (
+            {v.version for v in registry.get_model_versions(name, limit=100)}
+            if any(m.name == name for m in registry.list_models())
+            else set()
+        )
+        for version, result in (("1.0.0", champion), ("1.1.0", challenger)):
+            if version not in known:
+                registry.register_model(
+                    name, version, result, metadata={"source": "retailml demo"}, tags=["demo"]
+                )
+        out.print(f"    registered {name} 1.0.0 (auto) and 1.1.0 (theta challenger)")
+    api_key = settings.api_keys[0].get_secret_value() if settings.api_keys else secrets.token_hex(8)
+    served = settings.model_copy(update={"api_keys": [SecretStr(api_key)]})
+    with ModelServer("staging", settings) as staging:
+        deployed = staging.deploy_model_sync({"model_name": name, "model_version": "1.0.0"})
+        out.print(f"    staging:    {name} {deployed.version} {deployed.status}")
+    with ModelServer("production", served) as production:
+        active = production.active_deployment(name)
+        if active is None:
+            asyncio.run(production.promote(name, "1.0.0"))
+            out.print(f"    production: {name} 1.0.0 active (first version, direct)")
+            active = production.active_deployment(name)
+        if active is not None and active.version != "1.1.0":
+            rollout = production.blue_green_deploy_sync(
+                name,
+                "1.1.0",
+                active.version,
+                {"blue": 80, "green": 20},
+                {"window_seconds": 2, "min_requests": 20},
+                strategy="canary",
+            )
+            out.print(f"    canary:     1.1.0 takes 20 % of production traffic ({rollout.id[:8]})")
+            with TestClient(create_app(served, environment="production")) as client:
+                for i in range(300):  # simulated traffic, in process
+                    client.post(
+                        "/api/v1/ml/predict",
+                        headers={"X-API-Key": api_key},
+                        json={"features": {"series_id": "total"}, "entity_id": f"demo-{i}"},
+                    )
+                client.app.state.serving.log.flush()  # type: ignore[attr-defined]
+            decided = asyncio.run(production.watch_rollout(rollout.id, 1.0, 30.0))
+            out.print(f"    canary:     {decided.state} ({decided.reason or 'healthy'})")
+    return api_key
+
+
+def _demo_serve(port: int, api_key: str) -> None:
+    """Serve predictions and the dashboard until interrupted (Ctrl-C)."""
+    import os
+
+    import uvicorn
+
+    os.environ.setdefault("RETAILML_API_KEYS", api_key)
+    get_settings.cache_clear()
+    out.print(f"[bold]serving[/bold] on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    uvicorn.run(
+        "retailml.serving.app:create_app",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def _online_lookup(
