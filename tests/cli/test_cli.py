@@ -194,6 +194,9 @@ def test_demo_ends_with_the_paths_to_open(
         assert (models / name / "result.json").is_file(), name
     assert "mlflow ui --backend-store-uri sqlite:///" in tail
     assert "canary:     promoted" in text
+    assert "alert:      data_drift raised" in text
+    assert main(["monitor", "alerts", "--state", "open", "--json"]) == 0
+    assert "data_drift" in capsys.readouterr().out
     assert "/dashboard" in tail and "X-API-Key" in tail
 
 

@@ -184,6 +184,7 @@ def demo(
     trained = _demo_models(settings)
     out.print("[bold]6/6 deploy[/bold]: register, stage, and roll out to production by canary")
     api_key = _demo_deploy(settings, trained)
+    _demo_monitor(settings, trained, seed=settings.seed if seed is None else seed)
     out.print()
     out.print("[bold]Open these:[/bold]")
     out.print(f"  silver table:    {result.silver_path}")
@@ -363,6 +364,87 @@ def _demo_deploy(settings: Settings, models_dir: Any) -> str:
             decided = asyncio.run(production.watch_rollout(rollout.id, 1.0, 30.0))
             out.print(f"    canary:     {decided.state} ({decided.reason or 'healthy'})")
     return api_key
+
+
+def _demo_monitor(settings: Settings, models_dir: Any, *, seed: int) -> None:
+    """A few days of the production forecast's accuracy against actuals, then a drifted
+    period (the generator's drift option) compared with the training data: the drift is
+    detected and raises an alert."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from retailml.data.generate import DriftSpec, GeneratorConfig, generate_transactions
+    from retailml.data.ingest import read_silver
+    from retailml.deployment.model_server import ModelServer
+    from retailml.monitoring.model_monitor import ModelMonitor
+    from retailml.training.model_trainer import TrainingResult
+
+    name = "sales_forecast"
+    with ModelServer("production", settings) as production:
+        active = production.active_deployment(name)
+    version = active.version if active is not None else "1.0.0"
+    result = TrainingResult.load(models_dir / name)
+    test = pd.read_parquet(models_dir / name / "test.parquet")
+    days = sorted(test["date"].unique())
+    forecast = result.model.predict(horizon=len(days) + 7)
+    # The total series: the one a store manager reads (country series are sparse).
+    joined = forecast.merge(test, on=["series_id", "date"]).query("series_id == 'total'")
+    with ModelMonitor(model_name=name, model_version=version, settings=settings) as monitor:
+        chunks = [
+            days[i : i + max(1, len(days) // 3)]
+            for i in range(0, len(days), max(1, len(days) // 3))
+        ]
+        for chunk in chunks[:3]:
+            part = joined[joined["date"].isin(chunk)]
+            if part.empty:
+                continue
+            metrics = monitor.track_performance(
+                part["prediction"].to_numpy(),
+                part["sales_amount"].to_numpy(),
+                metrics=["mape", "mae", "rmse"],
+                timestamp=pd.Timestamp(chunk[-1]).to_pydatetime().replace(tzinfo=dt.UTC),
+            )
+            first, last = pd.Timestamp(chunk[0]).date(), pd.Timestamp(chunk[-1]).date()
+            out.print(
+                f"    monitor:    {first}..{last} "
+                f"MAPE {metrics['mape']:.1%}, MAE {metrics['mae']:,.0f}"
+            )
+        silver = read_silver(settings).to_pandas()
+        columns = ["quantity", "unit_price", "country"]
+        purchases = silver[~silver["is_cancellation"]][columns]
+        reference = purchases.sample(min(20_000, len(purchases)), random_state=seed)
+        start = dt.date(2024, 1, 1)
+        drifted = generate_transactions(
+            GeneratorConfig(
+                rows=20_000,
+                seed=seed + 1,
+                start=start,
+                end=dt.date(2024, 1, 31),
+                drift=DriftSpec(start=start, price_shift=0.3, new_country="Brazil"),
+            )
+        ).to_pandas()
+        current = pd.DataFrame(
+            {
+                "quantity": pd.to_numeric(drifted["Quantity"], errors="coerce"),
+                "unit_price": pd.to_numeric(drifted["UnitPrice"], errors="coerce"),
+                "country": drifted["Country"].astype(str),
+            }
+        )
+        current = current[current["quantity"] > 0].dropna()
+        report = monitor.detect_data_drift(reference, current)
+        drifted_columns = ", ".join(report.drifted_columns) or "none"
+        out.print(
+            f"    drift:      January 2024 (prices +30 %, a new country) vs training: "
+            f"{report.n_drifted}/{report.n_columns} columns drifted ({drifted_columns})"
+        )
+        if report.drifted_columns:
+            monitor.send_alert(
+                alert_type="data_drift",
+                severity="high",
+                message=f"Data drift in {drifted_columns} ({report.share_drifted:.0%} of columns)",
+            )
+            out.print("    alert:      data_drift raised ($ retailml monitor alerts --state open)")
 
 
 def _demo_serve(port: int, api_key: str) -> None:
