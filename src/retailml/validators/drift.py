@@ -11,7 +11,9 @@ share of drifted columns reaches ``drift_share``::
     report.to_frame()                      # one row per column, every statistic
     report.to_dict()                       # JSON-safe, for MLflow or an alert
 
-Statistics computed for every column of a kind (``ColumnDrift.statistics``):
+Statistics computed for every column of a kind (``ColumnDrift.statistics``;
+with ``statistics="verdict"`` a numeric column gets only its deciding test's
+statistics, see below):
 
 ===========  ==================================================================
 kind         statistics
@@ -64,6 +66,15 @@ explicitly chosen test: 0.05 for the p-value tests, 0.1 for the distances;
 for PSI 0.1 is the usual "moderate shift" mark (below 0.1 is stable, above
 0.25 a major shift).
 
+Only what decides (``statistics="verdict"``): numeric columns then get the
+statistics of their deciding test (``ks_statistic`` and ``ks_p_value``;
+``psi``; or ``wasserstein`` and ``wasserstein_normed``) plus
+``reference_mean``, ``current_mean`` and ``reference_std``; categorical
+columns still get all theirs (they all come from the same counts). The
+verdicts are the same as with the default ``statistics="all"``. On large
+frames the KS statistic is the costliest one (a merge of both samples), so
+``"verdict"`` is about twice as fast with ``method="auto"``.
+
 Column kinds: integer and float columns are numeric; string, object,
 category and boolean columns are categorical. Name numeric codes (store ids,
 a 0/1 flag) in ``categorical=`` to compare them as categories. Datetime,
@@ -73,6 +84,13 @@ Missing values (None, NaN, NaT and, for numeric columns, ±inf) are dropped
 per column and counted in ``reference_missing`` / ``current_missing``.
 
 Details of the statistics:
+
+* KS: the statistic and p-value are scipy's (``ks_2samp`` with its default
+  ``method="auto"``): an exact p-value when neither sample has more than
+  10,000 values, else the asymptotic one. Each column's values are sorted
+  once per frame and the KS statistic, the Wasserstein distance and the PSI
+  bins all come from the two sorted arrays; on large frames the numeric
+  columns are spread over up to 4 threads (numpy releases the GIL).
 
 * PSI: bins are cut at the reference deciles (:data:`PSI_BINS` = 10 bins, the
   outer ones open to ±inf so current values outside the reference range
@@ -113,11 +131,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats  # type: ignore[import-untyped]
 from scipy.spatial import distance  # type: ignore[import-untyped]
@@ -173,6 +194,20 @@ _VERDICT_STATISTIC: dict[str, str] = {
     "chi2": "chi2_p_value",
     "jensenshannon": "jensenshannon",
 }
+#: The values ``statistics`` accepts.
+_STATISTICS_SCOPES: tuple[str, ...] = ("all", "verdict")
+# The numeric statistic groups, and the group each test's verdict needs.
+_NUMERIC_STATISTICS: frozenset[str] = frozenset({"ks", "psi", "wasserstein"})
+_VERDICT_NEEDS: dict[str, frozenset[str]] = {
+    "ks": frozenset({"ks"}),
+    "psi": frozenset({"psi"}),
+    "wasserstein": frozenset({"wasserstein"}),
+}
+# Up to this many values in the larger sample, scipy's ks_2samp computes an exact p-value.
+_KS_EXACT_ROWS = 10_000
+# Numeric columns run on several threads above this many values in all (both frames).
+_THREAD_VALUES = 1_000_000
+_MAX_WORKERS = 4
 _NUMERIC_KINDS = frozenset({"integer", "float"})
 _CATEGORICAL_KINDS = frozenset({"string", "category", "boolean", "object"})
 
@@ -337,6 +372,7 @@ def detect_drift(
     method: str = "auto",
     drift_share: float = 0.5,
     categorical: Sequence[str] | None = None,
+    statistics: str = "all",
 ) -> DriftReport:
     """Compare each column of ``current`` with the same column of ``reference``.
 
@@ -357,6 +393,11 @@ def detect_drift(
             dataset drifts (Evidently's default 0.5).
         categorical: Columns to compare as categories even though they are
             numeric (codes, ids, flags).
+        statistics: ``"all"`` computes every statistic of each column's kind
+            (``ColumnDrift.statistics``); ``"verdict"`` skips the numeric
+            statistics the deciding test does not use (see the module
+            docstring), which is faster on large frames. The verdicts are
+            the same.
 
     Returns:
         A :class:`DriftReport`.
@@ -373,6 +414,7 @@ def detect_drift(
     test_choice = _method_parameter(method)
     limit = _threshold_parameter(threshold, test_choice)
     share_limit = _drift_share_parameter(drift_share)
+    scope = _statistics_parameter(statistics)
     _check_frame(reference, "reference")
     _check_frame(current, "current")
     names = _compared_columns(reference, current, columns)
@@ -383,7 +425,7 @@ def detect_drift(
     numeric = [name for name in names if kinds[name] == "numeric"]
     results: dict[str, ColumnDrift] = {}
     if numeric:
-        results.update(_numeric_drift(reference, current, numeric, test_choice, limit))
+        results.update(_numeric_drift(reference, current, numeric, test_choice, limit, scope))
     for name in names:
         if kinds[name] == "categorical":
             results[name] = _categorical_drift(reference, current, name, test_choice, limit)
@@ -411,103 +453,190 @@ def _numeric_drift(
     names: list[str],
     method: str,
     threshold: float | None,
+    scope: str = "all",
 ) -> dict[str, ColumnDrift]:
-    """Every numeric statistic for ``names``, computed column-wise on 2-D arrays."""
-    ref = _numeric_matrix(reference, names)
-    cur = _numeric_matrix(current, names)
-    ref_valid = ~np.isnan(ref)
-    cur_valid = ~np.isnan(cur)
-    n_ref = ref_valid.sum(axis=0)
-    n_cur = cur_valid.sum(axis=0)
-    _check_not_empty(names, n_ref, n_cur)
+    """The numeric statistics for ``names``: every one, or (``scope="verdict"``) the needed ones.
 
-    # One call for every column; nan_policy="omit" drops each column's own NaNs.
-    ks = stats.ks_2samp(ref, cur, axis=0, nan_policy="omit")
-    ks_statistic = np.atleast_1d(np.asarray(ks.statistic, dtype=np.float64))
-    ks_p_value = np.atleast_1d(np.asarray(ks.pvalue, dtype=np.float64))
-    psi = _population_stability_index(ref, cur)
-    ref_mean = np.nanmean(ref, axis=0)
-    cur_mean = np.nanmean(cur, axis=0)
-    ref_std = np.nanstd(ref, axis=0)  # population std (ddof=0), as Evidently
-    wasserstein = np.array(
-        [
-            stats.wasserstein_distance(ref[ref_valid[:, j], j], cur[cur_valid[:, j], j])
-            for j in range(len(names))
-        ],
-        dtype=np.float64,
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        normed = np.where(
-            ref_std > 0,
-            wasserstein / np.where(ref_std > 0, ref_std, 1.0),
-            np.where(wasserstein > 0, np.inf, 0.0),
+    Each column's non-missing values are sorted once per frame; the
+    Wasserstein distance, the PSI bins and (above scipy's exact-mode limit)
+    the KS statistic all come from the two sorted arrays. Columns small
+    enough for scipy's exact KS p-value go through one vectorised
+    :func:`scipy.stats.ks_2samp` call.
+    """
+    ref_columns = [_finite_values(reference, name) for name in names]
+    cur_columns = [_finite_values(current, name) for name in names]
+    n_ref = np.array([values.size for values in ref_columns])
+    n_cur = np.array([values.size for values in cur_columns])
+    _check_not_empty(names, n_ref, n_cur)
+    rows_ref, rows_cur = len(reference), len(current)
+    tests = [_choose_test(method, "numeric", int(n_ref[j])) for j in range(len(names))]
+    wanted = [_NUMERIC_STATISTICS if scope == "all" else _VERDICT_NEEDS[test] for test in tests]
+
+    # KS p-values in scipy's exact mode: one vectorised call for those columns.
+    ks_statistic = np.full(len(names), np.nan)
+    ks_p_value = np.full(len(names), np.nan)
+    exact = [
+        j
+        for j in range(len(names))
+        if "ks" in wanted[j] and max(n_ref[j], n_cur[j]) <= _KS_EXACT_ROWS
+    ]
+    if exact:
+        ks = stats.ks_2samp(
+            _padded_matrix([ref_columns[j] for j in exact]),
+            _padded_matrix([cur_columns[j] for j in exact]),
+            axis=0,
+            nan_policy="omit",
         )
+        ks_statistic[exact] = np.atleast_1d(np.asarray(ks.statistic, dtype=np.float64))
+        ks_p_value[exact] = np.atleast_1d(np.asarray(ks.pvalue, dtype=np.float64))
+
+    def column_statistics(j: int) -> dict[str, float]:
+        ref, cur = ref_columns[j], cur_columns[j]
+        ref_sorted, cur_sorted = np.sort(ref), np.sort(cur)
+        ref_std = float(np.std(ref))  # population std (ddof=0), as Evidently
+        statistics: dict[str, float] = {}
+        if "ks" in wanted[j]:
+            if j in exact:
+                d, p_value = float(ks_statistic[j]), float(ks_p_value[j])
+            else:
+                d = _ks_statistic(ref_sorted, cur_sorted)
+                p_value = _ks_asymptotic_p_value(d, ref.size, cur.size)
+            statistics["ks_statistic"] = d
+            statistics["ks_p_value"] = p_value
+        if "psi" in wanted[j]:
+            statistics["psi"] = _population_stability_index(ref_sorted, cur_sorted)
+        if "wasserstein" in wanted[j]:
+            wasserstein = _wasserstein(ref_sorted, cur_sorted)
+            # A constant reference: 0 if the current values are that constant, else +inf.
+            normed = wasserstein / ref_std if ref_std > 0 else _inf_if_positive(wasserstein)
+            statistics["wasserstein"] = wasserstein
+            statistics["wasserstein_normed"] = normed
+        statistics["reference_mean"] = float(np.mean(ref))
+        statistics["current_mean"] = float(np.mean(cur))
+        statistics["reference_std"] = ref_std
+        return statistics
+
+    # numpy's sorts and reductions release the GIL: large columns run on several threads.
+    workers = min(len(names), _worker_count()) if n_ref.sum() + n_cur.sum() > _THREAD_VALUES else 1
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            computed = list(pool.map(column_statistics, range(len(names))))
+    else:
+        computed = [column_statistics(j) for j in range(len(names))]
 
     results: dict[str, ColumnDrift] = {}
     for j, name in enumerate(names):
-        statistics = {
-            "ks_statistic": float(ks_statistic[j]),
-            "ks_p_value": float(ks_p_value[j]),
-            "psi": float(psi[j]),
-            "wasserstein": float(wasserstein[j]),
-            "wasserstein_normed": float(normed[j]),
-            "reference_mean": float(ref_mean[j]),
-            "current_mean": float(cur_mean[j]),
-            "reference_std": float(ref_std[j]),
-        }
-        test = _choose_test(method, "numeric", int(n_ref[j]))
+        size_ref, size_cur = ref_columns[j].size, cur_columns[j].size
         results[name] = _column_result(
             name,
             "numeric",
-            test,
+            tests[j],
             threshold,
-            statistics,
-            counts=(
-                int(n_ref[j]),
-                int(n_cur[j]),
-                len(ref) - int(n_ref[j]),
-                len(cur) - int(n_cur[j]),
-            ),
+            computed[j],
+            counts=(size_ref, size_cur, rows_ref - size_ref, rows_cur - size_cur),
         )
     return results
 
 
-def _numeric_matrix(frame: pd.DataFrame, names: list[str]) -> FloatArray:
-    """The columns as a float64 (rows, columns) array, NaN where missing or infinite."""
-    matrix = np.column_stack([float_values(frame, name) for name in names])
-    matrix[~np.isfinite(matrix)] = np.nan
+def _worker_count() -> int:
+    """The CPUs this process may use, at most _MAX_WORKERS."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available, _MAX_WORKERS))
+
+
+def _inf_if_positive(value: float) -> float:
+    return math.inf if value > 0 else 0.0
+
+
+def _finite_values(frame: pd.DataFrame, name: str) -> FloatArray:
+    """A numeric column's finite values as a contiguous float64 array."""
+    values = float_values(frame, name)
+    finite = np.isfinite(values)
+    if finite.all():
+        return values
+    kept: FloatArray = values[finite]
+    return kept
+
+
+def _padded_matrix(columns: list[FloatArray]) -> FloatArray:
+    """Columns of different lengths as a (rows, columns) array padded with NaN."""
+    matrix = np.full((max(values.size for values in columns), len(columns)), np.nan)
+    for j, values in enumerate(columns):
+        matrix[: values.size, j] = values
     return matrix
 
 
-def _population_stability_index(reference: FloatArray, current: FloatArray) -> FloatArray:
-    """PSI of each column of ``current`` against the same column of ``reference``.
+def _merged_cdf_difference(
+    ref_sorted: FloatArray, cur_sorted: FloatArray
+) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """The pooled sorted values and ``n * m * (F_ref - F_cur)`` after each of them.
+
+    A stable argsort of the two concatenated sorted runs is a linear merge
+    (timsort finds the runs); the cumulative count difference is exact in
+    integers. Within a run of tied values only the last entry is the CDF
+    difference at that value.
+    """
+    n, m = ref_sorted.size, cur_sorted.size
+    pooled = np.concatenate([ref_sorted, cur_sorted])
+    order = np.argsort(pooled, kind="stable")
+    steps = np.where(order < n, np.int64(m), np.int64(-n))
+    return pooled[order], np.cumsum(steps)
+
+
+def _ks_statistic(ref_sorted: FloatArray, cur_sorted: FloatArray) -> float:
+    """The two-sample KS statistic, as :func:`scipy.stats.ks_2samp` computes it."""
+    pooled, difference = _merged_cdf_difference(ref_sorted, cur_sorted)
+    last_of_value = np.append(pooled[1:] != pooled[:-1], True)
+    largest = int(np.abs(difference[last_of_value]).max())
+    return largest / (ref_sorted.size * cur_sorted.size)
+
+
+def _ks_asymptotic_p_value(d: float, n: int, m: int) -> float:
+    """scipy's two-sided asymptotic KS p-value (its ``method="asymp"``)."""
+    large, small = sorted([float(n), float(m)], reverse=True)
+    effective = large * small / (large + small)
+    return float(np.clip(stats.kstwo.sf(d, np.round(effective)), 0.0, 1.0))
+
+
+def _wasserstein(ref_sorted: FloatArray, cur_sorted: FloatArray) -> float:
+    """The 1-Wasserstein distance between the two samples (scipy's, from sorted values).
+
+    With equal sizes it is the mean absolute difference of the order
+    statistics; otherwise the integral of ``|F_ref - F_cur|`` over the pooled values.
+    """
+    n, m = ref_sorted.size, cur_sorted.size
+    if n == m:
+        return float(np.mean(np.abs(ref_sorted - cur_sorted)))
+    pooled, difference = _merged_cdf_difference(ref_sorted, cur_sorted)
+    # Between two pooled values both CDFs are flat; tied values add zero-width steps.
+    area = np.abs(difference[:-1]).astype(np.float64) @ np.diff(pooled)
+    return float(area / (n * m))
+
+
+def _population_stability_index(ref_sorted: FloatArray, cur_sorted: FloatArray) -> float:
+    """PSI of the current values against the reference values (both sorted).
 
     Bins are cut at the reference quantiles 1/PSI_BINS ... (PSI_BINS-1)/PSI_BINS
-    of each column (NaN ignored); the outer bins are open. Shares below
-    PSI_EPSILON are raised to it.
+    (numpy's linear interpolation); the outer bins are open, the bins
+    right-closed. Shares below PSI_EPSILON are raised to it.
     """
     quantiles = np.linspace(0.0, 1.0, PSI_BINS + 1)[1:-1]
-    edges = np.nanquantile(reference, quantiles, axis=0)  # (PSI_BINS - 1, columns)
-    ref_share = _bin_shares(reference, edges)
-    cur_share = _bin_shares(current, edges)
+    edges = np.quantile(ref_sorted, quantiles)
+    ref_share = _bin_shares(ref_sorted, edges)
+    cur_share = _bin_shares(cur_sorted, edges)
     ref_share = np.maximum(ref_share, PSI_EPSILON)
     cur_share = np.maximum(cur_share, PSI_EPSILON)
-    psi: FloatArray = np.sum((cur_share - ref_share) * np.log(cur_share / ref_share), axis=0)
-    return psi
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
 
 
-def _bin_shares(values: FloatArray, edges: FloatArray) -> FloatArray:
-    """The share of each column's non-missing values in each bin, as (bins, columns)."""
-    columns = values.shape[1]
-    bins = edges.shape[0] + 1
-    # Bin i is (edges[i-1], edges[i]]: searchsorted(side="left") counts the edges below.
-    index = np.empty(values.shape, dtype=np.intp)
-    for j in range(columns):
-        index[:, j] = np.searchsorted(edges[:, j], values[:, j], side="left")
-    valid = ~np.isnan(values)
-    flat = (index + np.arange(columns) * bins)[valid]
-    counts = np.bincount(flat, minlength=columns * bins).reshape(columns, bins).T
-    shares: FloatArray = counts / np.maximum(valid.sum(axis=0), 1)
+def _bin_shares(values_sorted: FloatArray, edges: FloatArray) -> FloatArray:
+    """The share of the sorted values in each bin ``(edges[i-1], edges[i]]``."""
+    below = np.searchsorted(values_sorted, edges, side="right")
+    counts = np.diff(np.concatenate([[0], below, [values_sorted.size]]))
+    shares: FloatArray = counts / max(values_sorted.size, 1)
     return shares
 
 
@@ -522,14 +651,10 @@ def _categorical_drift(
     threshold: float | None,
 ) -> ColumnDrift:
     """Every categorical statistic for one column."""
-    ref_values = _category_values(reference, name)
-    cur_values = _category_values(current, name)
-    n_ref, n_cur = len(ref_values), len(cur_values)
+    ref_counts = _category_counts(reference, name)
+    cur_counts = _category_counts(current, name)
+    n_ref, n_cur = int(ref_counts.sum()), int(cur_counts.sum())
     _check_not_empty([name], np.array([n_ref]), np.array([n_cur]))
-    ref_counts = ref_values.value_counts(sort=True)
-    cur_counts = cur_values.value_counts(sort=True)
-    ref_counts = ref_counts[ref_counts > 0]
-    cur_counts = cur_counts[cur_counts > 0]
     # The union of the categories: the reference's first, then the unseen ones.
     table = pd.concat([ref_counts.rename("reference"), cur_counts.rename("current")], axis=1)
     table = table.fillna(0)
@@ -566,6 +691,18 @@ def _categorical_drift(
         counts=(n_ref, n_cur, len(reference) - n_ref, len(current) - n_cur),
         unseen=tuple(str(value) for value in new[:MAX_REPORTED_CATEGORIES]),
     )
+
+
+def _category_counts(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A column's non-missing values counted, most frequent first, keyed by Python objects.
+
+    Counting before converting to objects is much faster on large frames;
+    the keys are converted afterwards so both frames' categories compare alike.
+    """
+    counts = _series(frame, name).value_counts(sort=True, dropna=True)
+    counts = counts[counts > 0]  # unused categories of a category dtype
+    counts.index = pd.Index(counts.index.astype(object).tolist(), dtype=object)
+    return counts
 
 
 def _category_values(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -822,6 +959,19 @@ def _threshold_parameter(threshold: object, method: str) -> float | None:
             )
         )
     return number
+
+
+def _statistics_parameter(statistics: object) -> str:
+    if not isinstance(statistics, str) or statistics not in _STATISTICS_SCOPES:
+        raise ConfigError(
+            problem(
+                f"one of {', '.join(map(repr, _STATISTICS_SCOPES))}",
+                repr(statistics),
+                "pass statistics='all' for every statistic, or 'verdict' for the deciding ones",
+                subject="The 'statistics' parameter of detect_drift",
+            )
+        )
+    return statistics
 
 
 def _drift_share_parameter(drift_share: object) -> float:
