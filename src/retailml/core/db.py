@@ -256,5 +256,6 @@ class FeatureBuild(Base):
 from retailml.core import db_ab as _db_ab  # noqa: E402,F401
 from retailml.core import db_deploy as _db_deploy  # noqa: E402,F401
 from retailml.core import db_governance as _db_governance  # noqa: E402,F401
+from retailml.core import db_jobs as _db_jobs  # noqa: E402,F401
 from retailml.core import db_monitoring as _db_monitoring  # noqa: E402,F401
 from retailml.core import db_registry as _db_registry  # noqa: E402,F401
