@@ -249,7 +249,7 @@ class Task(ABC):
         """Fit a clone of ``estimator`` per split and score it on the held-out part."""
         folds: list[dict[str, float]] = []
         for index, (train, test) in enumerate(
-            self.splits(data, strategy, n_splits, test_size, seed)
+            self._folds(estimator, data, strategy, n_splits, test_size, seed)
         ):
             model = self.fit(clone(estimator), train)
             metrics = self.score(model, test, train)
@@ -257,6 +257,18 @@ class Task(ABC):
             if on_fold is not None:
                 on_fold(index, metrics)
         return folds
+
+    def _folds(
+        self,
+        estimator: Any,
+        data: pd.DataFrame,
+        strategy: str,
+        n_splits: int,
+        test_size: float,
+        seed: int | None,
+    ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        """The train/test frames ``cross_validate`` fits and scores (the strategy's splits)."""
+        return self.splits(data, strategy, n_splits, test_size, seed)
 
 
 class ForecastTask(Task):
@@ -341,17 +353,16 @@ class ForecastTask(Task):
         )
         return {k: metrics[k] for k in ("mape", "smape", "mae", "rmse", "mase")}
 
-    def cross_validate(
+    def _folds(
         self,
         estimator: Any,
         data: pd.DataFrame,
         strategy: str,
         n_splits: int,
-        *,
-        test_size: float = 0.2,
-        seed: int | None = 0,
-        on_fold: FoldCallback | None = None,
-    ) -> list[dict[str, float]]:
+        test_size: float,
+        seed: int | None,
+    ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        # Expanding windows of the estimator's horizon, in calendar periods.
         canonical = self.strategy(strategy)
         windows = 1 if canonical == "holdout" else n_splits
         horizon = int(estimator.get_params()["horizon"])
@@ -367,8 +378,7 @@ class ForecastTask(Task):
         else:
             cutoffs = expanding_window_cutoffs(len(periods), windows, horizon)
             bounds = [(periods[c], periods[c + horizon]) for c in cutoffs]
-        folds: list[dict[str, float]] = []
-        for index, (cut, end) in enumerate(bounds):
+        for cut, end in bounds:
             train = data[times <= cut]
             test = data[(times > cut) & (times <= end)]
             if train.empty or test.empty:
@@ -381,12 +391,7 @@ class ForecastTask(Task):
                         subject="time_series_split",
                     )
                 )
-            model = self.fit(clone(estimator), train)
-            metrics = self.score(model, test, train)
-            folds.append(metrics)
-            if on_fold is not None:
-                on_fold(index, metrics)
-        return folds
+            yield train, test
 
     def predictions(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
         horizon = int(frame[self.time_col].nunique()) if self.time_col in frame else None
