@@ -511,3 +511,25 @@ def test_small_sample_p_value_tests_hold_their_false_positive_rate() -> None:
         for name in flagged:
             flagged[name] += report.columns[name].drifted
     assert all(0.015 <= count / trials <= 0.095 for count in flagged.values()), flagged
+
+
+def test_large_object_columns_count_exactly_like_value_counts() -> None:
+    # Shared string objects (as Parquet and Arrow produce), equal strings held by
+    # distinct objects, None and NaN: the identity-first count must equal
+    # pandas' value_counts, so the statistics cannot depend on how strings were built.
+    rng = np.random.default_rng(7)
+    shared = np.array(["UK", "France", "Germany", None, float("nan")], dtype=object)
+    values = shared[rng.choice(5, size=120_000, p=[0.5, 0.2, 0.2, 0.05, 0.05])]
+    values[::7] = np.array(["".join(["Fra", "nce"]) for _ in range(len(values[::7]))], dtype=object)
+    frame = pd.DataFrame({"country": values})
+    counts = drift._category_counts(frame, "country")
+    expected = frame["country"].value_counts(dropna=True)
+    assert counts.to_dict() == expected.to_dict()
+    assert counts.sum() == frame["country"].notna().sum()
+    assert list(counts.to_numpy()) == sorted(counts.to_numpy(), reverse=True)
+
+
+def test_object_columns_of_mostly_distinct_strings_are_counted_the_usual_way() -> None:
+    frame = pd.DataFrame({"id": [f"c{i}" for i in range(60_000)]})
+    assert drift._object_value_counts(frame["id"]) is None
+    assert drift._category_counts(frame, "id").sum() == 60_000
