@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -14,10 +15,24 @@ from retailml.core.db import PlatformDB
 from retailml.core.settings import Settings, get_settings
 from retailml.core.workspace import Workspace
 
+if TYPE_CHECKING:
+    from retailml.governance.model_governance import ApprovalRequest
+
 #: Admin connection to the PostgreSQL server the tests create databases on.
 POSTGRES_ADMIN_URL = os.environ.get(
     "RETAILML_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def approve(settings: Settings, model_name: str, version: str, **kwargs: Any) -> ApprovalRequest:
+    """A real, approved production request (see ``governance/approvals.py``).
+
+    Prefer ``from governance.approvals import approve``: a ``conftest`` module name can be
+    shadowed by a sub-directory's conftest (e.g. ``tests/registry/conftest.py``).
+    """
+    from governance.approvals import approve as approved
+
+    return approved(settings, model_name, version, **kwargs)
 
 
 @pytest.fixture

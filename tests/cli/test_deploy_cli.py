@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from governance.approvals import approve
 from registry.conftest import empty_mlflow_store, tracking, trained  # noqa: F401 - fixtures
 from retailml.cli import main
 from retailml.core.settings import Settings
@@ -59,6 +60,8 @@ def test_register_deploy_promote_rollback_and_ab_from_the_command_line(
     assert (first["model_name"], first["version"], len(first["digest"])) == (NAME, "1.0.0", 64)
     assert main(["register", "--model-path", path, "--name", NAME, "--version", "1.1.0"]) == 0
     assert "registered segments 1.1.0" in capsys.readouterr().out
+    for version in ("1.0.0", "1.1.0"):
+        approve(settings, NAME, version)
 
     staged = run_json(
         capsys, "deploy", "--environment", "staging", "--model", NAME, "--version", "1.0.0"

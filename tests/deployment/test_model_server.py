@@ -16,6 +16,7 @@ import yaml
 from sqlalchemy import select
 
 import guide
+from governance.approvals import approve
 from registry.conftest import (  # noqa: F401 - fixtures
     empty_mlflow_store,
     saved_model,
@@ -169,6 +170,8 @@ def test_a_new_deployment_supersedes_the_active_one(
 ) -> None:
     registry.register_model(NAME, "1.0.0", saved_model)
     registry.register_model(NAME, "1.1.0", saved_model)
+    for version in ("1.0.0", "1.1.0"):
+        approve(registry.settings, NAME, version)
     with ModelServer("production", registry=registry) as server:
         first = deploy(server, "1.0.0", replicas=3)
         second = deploy(server, "1.1.0")

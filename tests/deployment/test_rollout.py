@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 import guide
+from governance.approvals import approve
 from registry.conftest import (  # noqa: F401 - fixtures
     empty_mlflow_store,
     saved_model,
@@ -42,6 +43,8 @@ def registry(db_settings: Settings, saved_model: Path) -> Iterator[ModelRegistry
     with ModelRegistry(db_settings) as reg:
         reg.register_model(NAME, "1.1.0", saved_model)
         reg.register_model(NAME, "1.2.0", saved_model)
+        for version in ("1.1.0", "1.2.0"):
+            approve(db_settings, NAME, version, db=reg.db)
         with ModelServer("production", registry=reg) as server:
             asyncio.run(server.deploy_model({"model_name": NAME, "model_version": "1.1.0"}))
         yield reg
@@ -121,6 +124,7 @@ def test_guide_production_and_ab_deployments_run_as_written(
     from retailml.core.settings import get_settings
 
     get_settings.cache_clear()
+    approve(get_settings(), "sales_forecast_xgboost", "1.0.0")  # the A/B test's treatment
     # The production block continues the staging one, which imports ModelServer.
     code = guide.block("### Staging Deployment") + guide.block("### Production Deployment")
     namespace: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import select, update
 
 import guide
+from governance.approvals import approve
 from retailml.core.db import PlatformDB
 from retailml.core.db_registry import ModelVersionRecord
 from retailml.core.errors import ConfigError, DataValidationError, NotFoundError, StateError
@@ -100,6 +101,7 @@ def test_guide_cleanup_script_runs_against_the_registry(
     """The guide's cleanup script, as written: old versions of idle models go, production stays."""
     register(registry, saved_model, *(f"1.0.{i}" for i in range(7)), name="idle")
     register(registry, saved_model, "2.0.0", "2.1.0", name="serving")
+    approve(registry.settings, "serving", "2.0.0", db=registry.db)
     registry.set_alias("serving", "2.0.0", "production")
     long_ago = dt.datetime.now(dt.UTC) - timedelta(days=120)
     with registry.db.session() as session:
@@ -378,6 +380,7 @@ def test_aliases_promote_versions_and_set_the_environment(
     assert registry.set_alias(NAME, "1.1.0", "staging").aliases == ("staging",)
     assert registry.list_models()[0].environment == "staging"
     # Promote whatever staging holds.
+    approve(registry.settings, NAME, "1.1.0", db=registry.db)
     registry.set_alias(NAME, "staging", "production")
     registry.set_alias(NAME, "1.0.0", "canary")
     (model,) = registry.list_models()
@@ -404,6 +407,7 @@ def test_the_production_version_cannot_be_deleted_or_archived(
     registry: ModelRegistry, saved_model: Path
 ) -> None:
     register(registry, saved_model, "1.0.0", "1.1.0")
+    approve(registry.settings, NAME, "1.0.0", db=registry.db)
     registry.set_alias(NAME, "1.0.0", "production")
     refused = r"does not serve production; got '1.0.0', which holds the 'production' alias. "
     refused += r"Fix: promote another version or roll back first"
@@ -417,6 +421,7 @@ def test_the_production_version_cannot_be_deleted_or_archived(
         registry.archive_model(NAME)  # every version, production among them
     assert {v.status for v in registry.get_model_versions(NAME)} == {"active"}
 
+    approve(registry.settings, NAME, "1.1.0", db=registry.db)
     registry.set_alias(NAME, "1.1.0", "production")  # promote another version
     assert registry.delete_model_version(NAME, "1.0.0").status == "deleted"
     assert [v.version for v in registry.get_model_versions(NAME)] == ["1.1.0"]
@@ -426,6 +431,7 @@ def test_deleted_and_archived_versions_are_not_served(
     registry: ModelRegistry, saved_model: Path, tracking: str
 ) -> None:
     register(registry, saved_model, "1.0.0", "1.1.0", "1.2.0")
+    approve(registry.settings, NAME, "1.2.0", db=registry.db)
     registry.set_alias(NAME, "1.2.0", "production")
     registry.set_alias(NAME, "1.1.0", "staging")
 

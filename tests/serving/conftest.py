@@ -10,6 +10,7 @@ import mlflow
 import pytest
 from fastapi.testclient import TestClient
 
+from governance.approvals import approve
 from retailml.core.settings import Settings
 from retailml.registry import ModelRegistry
 from retailml.serving.app import create_app
@@ -61,8 +62,10 @@ def serving_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ):
             registry.register_model(name, version, forecast)
         registry.register_model("customer_segmentation", "1.0.0", segments)
+        approve(settings, "customer_segmentation", "1.0.0")
         registry.set_alias("customer_segmentation", "1.0.0", "production")
         registry.register_model("demand_prediction", "1.0.0", demand)
+        approve(settings, "demand_prediction", "1.0.0")
         registry.set_alias("demand_prediction", "1.0.0", "production")
     deploy(settings, "sales_forecast", "1.0.0")
     deploy(settings, "swap_forecast", "1.0.0")

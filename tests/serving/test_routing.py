@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from governance.approvals import approve
 from retailml.core.db import PlatformDB, new_id, utcnow
 from retailml.core.db_deploy import Rollout
 from retailml.core.errors import NotFoundError
@@ -88,6 +89,8 @@ def test_a_rollout_splits_traffic_sticky_by_entity(local: tuple[Settings, Platfo
 def test_an_ab_test_routes_by_its_own_assignment(local: tuple[Settings, PlatformDB]) -> None:
     settings, db = local
     manager = ABTestManager(settings, db=db)
+    approve(settings, "fc_prophet", "1.2.0", db=db)
+    approve(settings, "fc_xgboost", "1.0.0", db=db)
     test = asyncio.run(
         manager.create_test(
             "prophet_vs_xgboost",

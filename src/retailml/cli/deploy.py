@@ -250,6 +250,9 @@ def deploy(
     --target kubernetes writes validated Deployment, Service and HPA manifests
     to --output and changes nothing else.
 
+    Production needs an approved governance request for the version (see
+    `retailml governance request`); without one the deploy is refused (exit 1).
+
     Example: retailml deploy --environment staging --model segments --version 1.2.0 --replicas 2
     """
     _choice(strategy, STRATEGIES, "--strategy")
@@ -330,6 +333,13 @@ def _kubernetes(
     checked["model_version"] = server.registry.get_model_version(
         checked["model_name"], checked["model_version"]
     ).version
+    if server.environment == "production":
+        # Manifests are applied outside retailml: only an approved version gets them.
+        from retailml.governance.model_governance import ModelGovernance
+
+        ModelGovernance(server.settings, db=server.db).require_approval(
+            checked["model_name"], checked["model_version"], "production"
+        )
     manifests = render_manifests(
         checked, image=image, namespace=namespace, environment=server.environment
     )
@@ -368,6 +378,8 @@ def promote(
 ) -> None:
     """Promote the version serving staging to production.
 
+    The version needs an approved governance request for production
+    (`retailml governance request` / `approve`); without one it is refused.
     With nothing in production yet it is deployed directly (health-checked);
     otherwise it goes out as a canary beside the production version, watched
     against the rollback thresholds until promoted to 100 % or rolled back

@@ -117,3 +117,38 @@ def show(
     for e in entries:
         table.add_row(str(e["seq"]), e["at"][:19], e["actor"], e["action"], e["subject"])
     out.print(table)
+
+
+def config_set(
+    key: Annotated[str, typer.Argument(help="The setting, e.g. serve_port (see config show).")],
+    value: Annotated[str, typer.Argument(help='Its value, read as YAML ("" unsets it).')],
+) -> None:
+    """Set one setting in the settings file (retailml.yaml), validated and audited.
+
+    The file is the one settings are read from: ./retailml.yaml, or RETAILML_CONFIG.
+    The change (old -> new, secrets masked) is appended to the audit log.
+
+    Example: retailml config set serve_port 8001
+    """
+    from retailml.core.audit import append_audit
+    from retailml.core.db import PlatformDB
+    from retailml.core.settings import load_settings, set_config_value
+
+    before = load_settings()
+    change = set_config_value(key, value)
+    # Recorded in the platform database in effect before the change (where the trail is).
+    db = PlatformDB.from_settings(before)
+    try:
+        append_audit(
+            db,
+            "setting.changed",
+            f"setting {change.name}",
+            {"old": change.old, "new": change.new, "file": str(change.path.resolve())},
+        )
+    finally:
+        db.dispose()
+    out.print(f"{change.name}: {change.old!r} -> {change.new!r} (written to {change.path})")
+    if change.overridden:
+        out.print(
+            f"note: {change.overridden} is set in the environment and still wins over the file"
+        )

@@ -10,6 +10,8 @@ allowed.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,7 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from retailml.core.errors import ConfigError
+from retailml.core.errors import ConfigError, problem
 
 ENV_PREFIX = "RETAILML_"
 CONFIG_FILE_ENV = "RETAILML_CONFIG"
@@ -328,3 +330,107 @@ def load_settings(**overrides: Any) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
     return load_settings()
+
+
+#: Settings whose values are secrets: never printed or audited in clear.
+SECRET_SETTINGS = frozenset({"api_keys", "admin_token"})
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+def masked_setting(name: str, value: Any) -> Any:
+    """A setting's value safe to print or audit: secrets as ``***``, URL passwords hidden."""
+    if value is None:
+        return None
+    if name in SECRET_SETTINGS or isinstance(value, SecretStr):
+        return "***"
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
+    return value
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    """What :func:`set_config_value` wrote.
+
+    Attributes:
+        path: The YAML settings file written.
+        name: The setting.
+        old: Its value in effect before (masked).
+        new: Its new value (masked).
+        overridden: The environment variable that still wins over the file, if set.
+    """
+
+    path: Path
+    name: str
+    old: Any
+    new: Any
+    overridden: str | None
+
+
+def set_config_value(name: str, value: str) -> SettingChange:
+    """Validate one setting and write it into the YAML settings file (atomically).
+
+    Args:
+        name: The setting, e.g. ``serve_port`` (``RETAILML_SERVE_PORT`` works too).
+        value: Its value as text, read as YAML (``8001`` is a number, ``""`` unsets it).
+
+    Raises:
+        ConfigError: for an unknown setting (listing the valid ones), an invalid
+            value (saying what is allowed) or an unreadable settings file.
+    """
+    import yaml
+
+    from retailml.core.io import atomic_write_text
+
+    key = name.strip().lower().removeprefix(ENV_PREFIX.lower())
+    if key not in Settings.model_fields:
+        raise ConfigError(
+            problem(
+                f"a setting among {', '.join(sorted(Settings.model_fields))}",
+                repr(name),
+                "pick one of those (retailml config show lists them with their meaning)",
+                subject="retailml config set",
+            )
+        )
+    parsed: Any = None if value.strip() == "" else yaml.safe_load(value)
+    path = config_file()
+    data: dict[str, Any] = {}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(
+                problem("a YAML mapping of setting: value", type(loaded).__name__, "fix the file")
+                + f" ({path})"
+            )
+        data = dict(loaded or {})
+    try:
+        old = masked_setting(key, getattr(load_settings(), key))
+    except ConfigError:
+        old = masked_setting(key, data.get(key))
+    updated = {**data, key: parsed}
+    if parsed is None:
+        updated.pop(key)
+    try:
+        checked = Settings(**updated)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(dict(err)) for err in exc.errors())
+        raise ConfigError(
+            problem(
+                f"a valid value for {key} ({Settings.model_fields[key].description})",
+                f"{value!r}: {problems}",
+                "correct the value",
+                subject="retailml config set",
+            )
+        ) from exc
+    atomic_write_text(path, yaml.safe_dump(updated, sort_keys=True, allow_unicode=True))
+    get_settings.cache_clear()
+    env = f"{ENV_PREFIX}{key.upper()}"
+    return SettingChange(
+        path=path,
+        name=key,
+        old=old,
+        new=masked_setting(key, getattr(checked, key)),
+        overridden=env if env in os.environ else None,
+    )

@@ -16,6 +16,23 @@ Deployment rows move through these statuses:
 * ``rolled_back``: removed by a rollback (manual, or automatic at a threshold).
 
 See :mod:`retailml.deployment._rollout` for how a rollout is judged.
+
+Governance
+----------
+Nothing takes production traffic without an approved request
+(:meth:`ModelGovernance.require_approval
+<retailml.governance.model_governance.ModelGovernance.require_approval>`):
+:meth:`ModelServer.deploy_model`, :meth:`ModelServer.blue_green_deploy` (and
+so canary rollouts and :meth:`ModelServer.promote`, which use them) refuse an
+unapproved version in ``production`` with a :class:`StateError` naming the
+request's status and the roles still to approve. Staging needs no approval.
+No setting disables the check. A rollback is allowed without a new request:
+it restores a version that served production before, so it was approved
+then (or predates the check).
+
+Every deployment (and refusal), rollout start and end, promotion and
+rollback is appended to the hash-chained audit log
+(:func:`retailml.core.audit.append_audit`).
 """
 
 from __future__ import annotations
@@ -35,6 +52,7 @@ from typing import Any, Final
 
 from sqlalchemy import select, update
 
+from retailml.core.audit import append_audit
 from retailml.core.db import PlatformDB, new_id, utcnow
 from retailml.core.db_deploy import Deployment as DeploymentRow
 from retailml.core.db_deploy import PredictionLogEntry
@@ -51,6 +69,7 @@ from retailml.deployment._rollout import (
     parse_thresholds,
     performance_drop,
 )
+from retailml.governance.model_governance import ModelGovernance
 from retailml.registry.model_registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -407,24 +426,56 @@ class ModelServer:
 
     # --- governance hook ----------------------------------------------------------------------
 
+    def _governance(self) -> ModelGovernance:
+        return ModelGovernance(self.settings, db=self.db)
+
     def _check_approval(self, model_name: str, version: str) -> bool:
-        """Whether the version may be deployed to this environment.
+        """Whether the version may take this environment's traffic.
 
-        TODO(governance issue): require an approval for production. Today every
-        registered, healthy version may be deployed.
+        Production needs an approved request for the version (every listed
+        approver approved); staging needs none.
         """
-        return True
+        if self.environment != "production":
+            return True
+        return self._governance().is_approved(model_name, version, "production")
 
-    def _require_approval(self, model_name: str, version: str) -> None:
-        if not self._check_approval(model_name, version):
-            raise StateError(
-                problem(
-                    f"an approval to deploy to {self.environment}",
-                    f"none for {model_name!r} {version!r}",
-                    "request and obtain the approval first",
-                    subject=f"model {model_name!r}",
-                )
+    def _require_approval(
+        self, model_name: str, version: str, *, action: str, actor: str | None
+    ) -> str | None:
+        """The approved request's id (None in staging); refuse (and audit) without one.
+
+        Raises:
+            StateError: naming the request's status and the roles still to approve.
+        """
+        if self.environment != "production":
+            return None
+        try:
+            return self._governance().require_approval(model_name, version, "production").id
+        except StateError as exc:
+            self._audit(
+                "deployment.refused",
+                model_name,
+                version,
+                {"attempt": action, "why": str(exc)},
+                actor,
             )
+            raise
+
+    def _audit(
+        self,
+        action: str,
+        model_name: str,
+        version: str,
+        details: Mapping[str, Any],
+        actor: str | None = None,
+    ) -> None:
+        append_audit(
+            self.db,
+            action,
+            f"{model_name}@{version}",
+            {"environment": self.environment, **details},
+            actor=actor,
+        )
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -533,7 +584,9 @@ class ModelServer:
         Raises:
             ConfigError: for an invalid config.
             NotFoundError: for an unregistered model or version.
-            StateError: while a rollout of the model runs in this environment.
+            StateError: while a rollout of the model runs in this environment, or
+                in production without an approved governance request for the
+                version (the message names the roles still to approve).
         """
         return await asyncio.to_thread(
             self.deploy_model_sync, config, health_checks, monitoring, actor=actor
@@ -563,14 +616,31 @@ class ModelServer:
                     subject=f"model {name!r}",
                 )
             )
-        self._require_approval(name, version)
+        approval = self._require_approval(name, version, action="deploy", actor=actor)
         row = self._insert_deployment(
-            cfg, version, actor, health_checks=health_checks, monitoring=monitoring
+            cfg,
+            version,
+            actor,
+            health_checks=health_checks,
+            monitoring=monitoring,
+            extra={"approval_request": approval} if approval else None,
         )
         health = self.health_check(name, version) if health_checks else _SKIPPED
-        if not health["passed"]:
-            return self._fail(row.id, health)
-        return self._activate(row.id, health)
+        outcome = self._activate(row.id, health) if health["passed"] else self._fail(row.id, health)
+        self._audit(
+            "deployment.activated" if outcome.active else "deployment.failed",
+            name,
+            version,
+            {
+                "deployment": outcome.id,
+                "replicas": outcome.replicas,
+                "health_checks": health_checks,
+                "approval_request": approval,
+                "reason": outcome.reason,
+            },
+            outcome.created_by,
+        )
+        return outcome
 
     def _insert_deployment(
         self,
@@ -772,7 +842,8 @@ class ModelServer:
             ConfigError: for a bad split or thresholds, or equal versions.
             NotFoundError: for an unregistered model or version.
             StateError: when ``current_version`` is not the active version,
-                or another rollout of the model runs.
+                another rollout of the model runs, or (production) the new
+                version has no approved governance request.
         """
         return await asyncio.to_thread(
             self.blue_green_deploy_sync,
@@ -847,7 +918,9 @@ class ModelServer:
                     subject=f"model {model_name!r}",
                 )
             )
-        self._require_approval(model_name, green)
+        approval = self._require_approval(
+            model_name, green, action=f"{strategy} rollout", actor=actor
+        )
         rollout_id = new_id()
         cfg = {**active.config, "model_name": model_name}
         for key in ("health_checks", "monitoring", "rollback_of"):
@@ -858,7 +931,7 @@ class ModelServer:
             actor,
             health_checks=health_checks,
             monitoring=bool(active.config.get("monitoring", True)),
-            extra={"rollout_id": rollout_id},
+            extra={"rollout_id": rollout_id, "approval_request": approval},
         )
         health = self.health_check(model_name, green) if health_checks else _SKIPPED
         now = utcnow()
@@ -886,6 +959,13 @@ class ModelServer:
             with self.db.session() as session:
                 session.add(record)
             self._fail(green_row.id, health)
+            self._audit(
+                "rollout.rolled_back",
+                model_name,
+                green,
+                {"rollout": rollout_id, "strategy": strategy, "reason": record.reason},
+                green_row.created_by,
+            )
             return self.get_rollout(rollout_id)
         with self.db.session() as session:
             session.add(record)
@@ -912,6 +992,20 @@ class ModelServer:
                 )
             )
         self.registry.set_alias(model_name, green, "canary")
+        self._audit(
+            "rollout.started",
+            model_name,
+            green,
+            {
+                "rollout": rollout_id,
+                "strategy": strategy,
+                "current_version": blue,
+                "traffic_split": split,
+                "rollback_threshold": thresholds,
+                "approval_request": approval,
+            },
+            green_row.created_by,
+        )
         logger.info(
             "rollout %s of %s in %s: %s (blue, %g%%) -> %s (green, %g%%)",
             rollout_id,
@@ -1025,6 +1119,7 @@ class ModelServer:
         *,
         alert: bool = True,
         drop_canary: bool = True,
+        actor: str | None = None,
     ) -> Rollout:
         promote = decision.action == "promote"
         state = "promoted" if promote else "rolled_back"
@@ -1067,6 +1162,19 @@ class ModelServer:
                 row.reason = f"rollout {rollout.id}: {decision.reason}"
         if not won:  # another process decided it first
             return self.get_rollout(rollout.id)
+        self._audit(
+            f"rollout.{state}",
+            rollout.model_name,
+            rollout.new_version,
+            {
+                "rollout": rollout.id,
+                "strategy": rollout.strategy,
+                "current_version": rollout.current_version,
+                "reason": decision.reason,
+                "automatic": actor is None,
+            },
+            actor or "retailml (rollout evaluation)",
+        )
         if promote:
             self.registry.set_alias(rollout.model_name, rollout.new_version, self.environment)
         if drop_canary:
@@ -1135,11 +1243,27 @@ class ModelServer:
         (default split 90/10 and thresholds) from the active version, watched
         until decided when ``wait``. The config (replicas, resources) is the
         version's latest staging deployment's, else the active one's.
+
+        Raises:
+            StateError: in production, without an approved governance request
+                for the version (naming the roles still to approve).
         """
         version = self.registry.get_model_version(model_name, version).version
         active = self.active_deployment(model_name)
         if active is not None and active.version == version:
             return active
+        approval = self._require_approval(model_name, version, action="promote", actor=actor)
+        self._audit(
+            "promotion.started",
+            model_name,
+            version,
+            {
+                "from_version": active.version if active else None,
+                "path": "canary rollout" if active else "direct deployment",
+                "approval_request": approval,
+            },
+            actor,
+        )
         if active is None:
             staged = [
                 d
@@ -1177,6 +1301,10 @@ class ModelServer:
           ``active`` deployment row recording who (``actor``, default the OS
           user) and why; the environment's alias moves to it.
 
+        No new approval is needed in production: the restored version served
+        production before, so it passed the approval check then. Every
+        rollback is recorded in the audit log with who and why.
+
         Safe to run twice: when the last action on the model in this
         environment already was a rollback (this one, or a rollout rolled
         back, automatically or not), nothing moves and the result reports the
@@ -1201,6 +1329,7 @@ class ModelServer:
                 {**running.observed, "manual": {"actor": actor, "reason": reason}},
                 utcnow(),
                 alert=False,
+                actor=actor,
             )
             logger.warning("rollout %s rolled back by %s: %s", running.id, actor, reason)
             return RollbackResult(
@@ -1283,6 +1412,13 @@ class ModelServer:
             return self.rollback(model_name, reason, actor)
         self.registry.set_alias(model_name, previous.version, self.environment)
         self._drop_canary(model_name, active.version)
+        self._audit(
+            "deployment.rolled_back",
+            model_name,
+            active.version,
+            {"restored_version": previous.version, "reason": reason},
+            actor,
+        )
         logger.warning(
             "%s rolled back %s in %s from %s to %s: %s",
             actor,

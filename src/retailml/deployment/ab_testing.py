@@ -110,6 +110,13 @@ un-promoted and the next ``conclude(..., promote=...)`` retries it.
 :meth:`~ABTestManager.stop` ends a test without a winner. A concluded or
 stopped test accepts no more observations.
 
+Governance. A running test splits production's live traffic, so creating one
+needs an approved governance request for production for every arm's version
+that is not already production's active deployment (a
+:class:`~retailml.core.errors.StateError` naming the roles still to approve
+otherwise); the winner's rollout goes through ``ModelServer.promote``, which
+checks it again.
+
 Errors: :class:`~retailml.core.errors.ConfigError` for a bad definition or
 argument, :class:`~retailml.core.errors.DataValidationError` for bad
 observations, :class:`~retailml.core.errors.NotFoundError` for an unknown test
@@ -691,6 +698,7 @@ class ABTestManager:
         wanted = (tuple(arms), tuple(metrics), duration)
         existing = self._find(test_name)
         if existing is None:
+            self._require_production_approval(arms)
             try:
                 with self.db.session() as session:
                     session.add(record)
@@ -713,6 +721,26 @@ class ABTestManager:
                 )
             )
         return existing
+
+    def _require_production_approval(self, arms: Sequence[ModelArm]) -> None:
+        """A running test splits production traffic: each arm's version needs an approved
+        governance request for production, unless it is production's active deployment."""
+        from retailml.core.db_deploy import Deployment
+        from retailml.governance.model_governance import ModelGovernance
+
+        governance = ModelGovernance(self.settings or get_settings(), db=self.db)
+        for arm in arms:
+            with self.db.session() as session:
+                serving = session.scalars(
+                    select(Deployment.id).where(
+                        Deployment.model_name == arm.model_name,
+                        Deployment.version == arm.model_version,
+                        Deployment.environment == "production",
+                        Deployment.status == "active",
+                    )
+                ).first()
+            if serving is None:
+                governance.require_approval(arm.model_name, arm.model_version, "production")
 
     # -- reading -------------------------------------------------------------------
 

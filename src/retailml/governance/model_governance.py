@@ -19,6 +19,16 @@ comment; one rejection rejects the request. A new request for the same
 model, version and target supersedes an open one. Every request and decision
 is appended to the hash-chained audit log (:mod:`retailml.core.audit`).
 
+Enforcement: :class:`retailml.deployment.model_server.ModelServer` calls
+:meth:`ModelGovernance.require_approval` before any version takes production
+traffic (a direct deployment, a blue-green or canary rollout, a promotion,
+an A/B winner's rollout; the CLI and the serving admin API go through it),
+``ABTestManager.create_test`` does for every arm not already serving
+production, and the registry refuses to move the
+``production`` alias to a version that is neither approved nor deployed. No
+setting turns this off. A rollback restores a version that served production
+before (approved then), so it needs no new request.
+
 Compliance checks
 -----------------
 =============================  ===============================================================
@@ -407,34 +417,70 @@ class ModelGovernance:
                 is not None
             )
 
+    def approved_request(
+        self, model_name: str, model_version: str, deployment_target: str = "production"
+    ) -> ApprovalRequest | None:
+        """The newest approved request covering this version and target, or None."""
+        with self.db.session() as session:
+            found = session.scalars(
+                select(ApprovalRequestRecord.id)
+                .where(
+                    ApprovalRequestRecord.model_name == model_name,
+                    ApprovalRequestRecord.model_version == model_version,
+                    ApprovalRequestRecord.deployment_target == deployment_target,
+                    ApprovalRequestRecord.status == "approved",
+                )
+                .order_by(ApprovalRequestRecord.created_at.desc())
+                .limit(1)
+            ).first()
+        return None if found is None else self.get_request(found)
+
     def require_approval(
         self, model_name: str, model_version: str, deployment_target: str = "production"
-    ) -> None:
-        """Raise unless an approved request covers this version and target.
+    ) -> ApprovalRequest:
+        """Return the approved request covering this version and target, or raise.
 
         Raises:
-            StateError: naming the pending roles, or saying no request exists.
+            StateError: saying no request exists, or naming the newest request,
+                its status, who rejected it and the roles still waiting to approve.
         """
-        if self.is_approved(model_name, model_version, deployment_target):
-            return
-        open_requests = [
-            r
-            for r in self.list_requests(model_name)
-            if r.model_version == model_version and r.deployment_target == deployment_target
-        ]
-        got = (
-            f"request {open_requests[0].id} is {open_requests[0].status}"
-            + (f", waiting for {', '.join(open_requests[0].pending)}" if open_requests else "")
-            if open_requests
-            else "no approval request"
+        approved = self.approved_request(model_name, model_version, deployment_target)
+        if approved is not None:
+            return approved
+        latest = next(
+            (
+                r
+                for r in self.list_requests(model_name)
+                if r.model_version == model_version and r.deployment_target == deployment_target
+            ),
+            None,
         )
+        if latest is None:
+            got = "no approval request"
+        else:
+            got = f"request {latest.id} is {latest.status}"
+            rejections = [d for d in latest.decisions if d["decision"] == "rejected"]
+            if rejections:
+                got += (
+                    " ("
+                    + "; ".join(
+                        f"rejected by {d['approver']} for {d['role']}"
+                        + (f": {d['comment']}" if d["comment"] else "")
+                        for d in rejections
+                    )
+                    + ")"
+                )
+            if latest.pending:
+                got += f", waiting for {', '.join(latest.pending)}"
         raise StateError(
             problem(
                 f"an approved request to deploy {model_name} {model_version} to "
                 f"{deployment_target}",
                 got,
-                "request approval (ModelGovernance.request_approval) and have every listed "
-                "approver approve it",
+                "request approval (ModelGovernance.request_approval or `retailml governance "
+                f"request --model {model_name} --version {model_version} --approver ROLE ... "
+                "--justification ...`) and have every listed approver approve it "
+                "(`retailml governance approve REQUEST_ID --role ROLE --approver NAME`)",
                 subject="governance",
             )
         )

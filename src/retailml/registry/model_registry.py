@@ -39,7 +39,15 @@ Rules
 Semantic versions are ``major.minor.patch`` with an optional pre-release
 and must increase per model; a deleted version's number is never reused.
 A version holding the ``production`` alias cannot be deleted or archived:
-promote another version or roll back first.
+promote another version or roll back first. The ``production`` alias moves
+only to a version with an approved governance request for production, or
+one the deployment layer has made production's active deployment (which
+requires that approval), so the registry is no way around governance.
+
+Audit
+-----
+Alias changes, deletions, archiving and restores are appended to the
+hash-chained audit log (:func:`retailml.core.audit.append_audit`).
 """
 
 from __future__ import annotations
@@ -61,7 +69,10 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from retailml.core.audit import append_audit
 from retailml.core.db import PlatformDB, new_id, utcnow
+from retailml.core.db_deploy import Deployment as DeploymentRecord
+from retailml.core.db_governance import ApprovalRequestRecord
 from retailml.core.db_registry import ModelVersionRecord
 from retailml.core.errors import (
     ConfigError,
@@ -424,12 +435,16 @@ class ModelRegistry:
         Raises:
             ConfigError: for an alias outside :data:`ALIASES`.
             NotFoundError: for an unknown model or version.
-            StateError: when the version is archived.
+            StateError: when the version is archived, or for ``production``
+                when the version is neither approved for production nor its
+                active deployment there.
         """
         _check_alias(alias)
         self._require_model(model_name)
         aliases = self._aliases(model_name)
         record = self._resolve(model_name, version, aliases)
+        if alias == "production":
+            self._refuse_ungoverned(record)
         if record.status != "active":
             raise StateError(
                 problem(
@@ -443,6 +458,14 @@ class ModelRegistry:
         with _translated(f"model {model_name!r}"):
             self.client.set_registered_model_alias(model_name, alias, str(record.mlflow_version))
         logger.info("alias %s of %s -> %s", alias, model_name, record.semver)
+        previous = self._semver_of(model_name, aliases.get(alias))
+        if previous != record.semver:
+            self._audit(
+                "alias.set",
+                model_name,
+                record.semver,
+                {"alias": alias, "previous_version": previous},
+            )
         return self._version(record, {**aliases, alias: record.mlflow_version})
 
     def delete_alias(self, model_name: str, alias: str) -> None:
@@ -452,9 +475,10 @@ class ModelRegistry:
             NotFoundError: when no version holds it.
         """
         _check_alias(alias)
-        self.get_by_alias(model_name, alias)
+        held = self.get_by_alias(model_name, alias)
         with _translated(f"model {model_name!r}"):
             self.client.delete_registered_model_alias(model_name, alias)
+        self._audit("alias.deleted", model_name, held.version, {"alias": alias})
 
     # --- loading ------------------------------------------------------------------------------
 
@@ -595,6 +619,7 @@ class ModelRegistry:
             record = row
         shutil.rmtree(self._cache_path(model_name, record.semver), ignore_errors=True)
         logger.info("deleted %s %s", model_name, record.semver)
+        self._audit("registry.deleted", model_name, record.semver, {})
         return self._version(record, {})
 
     def archive_model(self, model_name: str, version: str | None = None) -> list[ModelVersion]:
@@ -632,6 +657,7 @@ class ModelRegistry:
         for record in targets:
             if record.status == "active":
                 record = self._set_status(record, "archived", aliases)
+                self._audit("registry.archived", model_name, record.semver, {})
             archived.append(self._version(record, {}))
         return archived
 
@@ -646,6 +672,7 @@ class ModelRegistry:
         record = self._resolve(model_name, version, aliases)
         if record.status == "archived":
             record = self._set_status(record, "active", aliases)
+            self._audit("registry.restored", model_name, record.semver, {})
         return self._version(record, aliases)
 
     def _set_status(
@@ -677,6 +704,55 @@ class ModelRegistry:
                     subject=f"model {record.model_name!r}",
                 )
             )
+
+    def _refuse_ungoverned(self, record: ModelVersionRecord) -> None:
+        """Refuse the ``production`` alias for a version governance has not cleared."""
+        with self.db.session() as session:
+            approved = session.scalars(
+                select(ApprovalRequestRecord.id).where(
+                    ApprovalRequestRecord.model_name == record.model_name,
+                    ApprovalRequestRecord.model_version == record.semver,
+                    ApprovalRequestRecord.deployment_target == "production",
+                    ApprovalRequestRecord.status == "approved",
+                )
+            ).first()
+            deployed = session.scalars(
+                select(DeploymentRecord.id).where(
+                    DeploymentRecord.model_name == record.model_name,
+                    DeploymentRecord.version == record.semver,
+                    DeploymentRecord.environment == "production",
+                    DeploymentRecord.status == "active",
+                )
+            ).first()
+        if approved is None and deployed is None:
+            self._audit("alias.refused", record.model_name, record.semver, {"alias": "production"})
+            raise StateError(
+                problem(
+                    f"an approved request to deploy {record.model_name} {record.semver} to "
+                    "production before it holds the 'production' alias",
+                    "no approved request",
+                    "request approval (`retailml governance request ...`), have every listed "
+                    "approver approve it, then deploy it (`retailml deploy --environment "
+                    "production ...` or `retailml promote`)",
+                    subject=f"model {record.model_name!r}",
+                )
+            )
+
+    def _semver_of(self, model_name: str, mlflow_version: int | None) -> str | None:
+        if mlflow_version is None:
+            return None
+        with self.db.session() as session:
+            return session.scalars(
+                select(ModelVersionRecord.semver).where(
+                    ModelVersionRecord.model_name == model_name,
+                    ModelVersionRecord.mlflow_version == mlflow_version,
+                )
+            ).first()
+
+    def _audit(
+        self, action: str, model_name: str, version: str, details: Mapping[str, Any]
+    ) -> None:
+        append_audit(self.db, action, f"{model_name}@{version}", details)
 
     # --- helpers ------------------------------------------------------------------------------
 

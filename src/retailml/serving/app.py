@@ -18,6 +18,9 @@ Bearer <RETAILML_ADMIN_TOKEN>``):
 ``GET /metrics``                       Prometheus exposition
 ``GET /api/v1/admin/deployments``      deployments, running rollouts, the routing table
 ``GET /api/v1/admin/ab-tests``         A/B tests
+``POST /api/v1/admin/deploy``          ``ModelServer.deploy_model`` (direct) or a
+                                       canary / blue-green rollout from the active version
+``POST /api/v1/admin/promote``         ``ModelServer.promote`` into production (not waiting)
 ``POST /api/v1/admin/rollback``        ``ModelServer.rollback`` of a model
 ``POST /api/v1/admin/routing/refresh`` reload the routing table now
 =====================================  ==================================================
@@ -35,8 +38,13 @@ one serves until the new one is ready and no request fails during a swap.
 
 Errors: 400 for missing features, 401/403 for credentials, 404 for an unknown
 model, entity or online feature set, 422 naming the field and the reason
-for invalid input, 501 for admin operations the deployment layer does not
-offer yet.
+for invalid input, 409 for a state conflict (among them a production deploy,
+rollout or promotion without an approved governance request: the message
+names the request's status and the roles still to approve), 501 for admin
+operations the deployment layer does not offer yet. Admin actions are
+recorded in the audit log by the deployment layer, with the actor
+``serving-admin-api`` (or ``<actor> via serving-admin-api`` when the body
+names one).
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ from retailml.core.errors import (
     NotFoundError,
     RetailMLError,
     StateError,
+    problem,
 )
 from retailml.core.settings import Settings, get_settings
 from retailml.deployment.predictor import Prediction, Predictor
@@ -210,6 +219,35 @@ class RollbackRequest(_Body):
     model_name: ModelName
     reason: str = Field(min_length=1, max_length=2000)
     environment: Literal["production", "staging"] | None = None
+
+
+class DeployRequest(_Body):
+    """Deploy a registered version, directly or as a rollout from the active version."""
+
+    model_name: ModelName
+    model_version: str = Field(min_length=1, max_length=128)
+    environment: Literal["production", "staging"] | None = None
+    strategy: Literal["direct", "canary", "blue-green"] = "direct"
+    replicas: int | None = Field(default=None, ge=1, le=64)
+    traffic_split: dict[str, float] | None = Field(
+        default=None, description='A rollout\'s split, e.g. {"blue": 90, "green": 10}.'
+    )
+    rollback_threshold: dict[str, float] | None = Field(
+        default=None, description="A rollout's limits: error_rate, latency_p95, performance_drop."
+    )
+    actor: str | None = Field(default=None, max_length=255, description="Who asks (audited).")
+
+
+class PromoteRequest(_Body):
+    """Promote a version into production (direct when nothing serves it, else a canary)."""
+
+    model_name: ModelName
+    model_version: str = Field(min_length=1, max_length=128)
+    actor: str | None = Field(default=None, max_length=255, description="Who asks (audited).")
+
+
+def _admin_actor(actor: str | None) -> str:
+    return f"{actor} via serving-admin-api" if actor else "serving-admin-api"
 
 
 # --- state -----------------------------------------------------------------------------------
@@ -944,6 +982,68 @@ def create_app(settings: Settings | None = None, *, environment: str | None = No
             return [test.to_dict() for test in manager.list_tests()]
 
         return _json({"ab_tests": await asyncio.to_thread(read)})
+
+    @app.post("/api/v1/admin/deploy", dependencies=[admin], tags=["admin"])
+    async def deploy(request: DeployRequest) -> Response:
+        """Deploy a version; production needs an approved governance request (else 409)."""
+        from retailml.deployment.model_server import ModelServer
+
+        env = request.environment or state.environment
+        actor = _admin_actor(request.actor)
+
+        def run() -> dict[str, Any]:
+            with ModelServer(env, settings) as server:
+                if request.strategy == "direct":
+                    config: dict[str, Any] = {
+                        "model_name": request.model_name,
+                        "model_version": request.model_version,
+                    }
+                    if request.replicas is not None:
+                        config["replicas"] = request.replicas
+                    return {"deployment": server.deploy_model_sync(config, actor=actor).to_dict()}
+                active = server.active_deployment(request.model_name)
+                if active is None:
+                    raise StateError(
+                        problem(
+                            f"a version serving {env} to roll out from",
+                            "none",
+                            "deploy the first version with strategy 'direct'",
+                            subject=f"model {request.model_name!r}",
+                        )
+                    )
+                rollout = server.blue_green_deploy_sync(
+                    request.model_name,
+                    request.model_version,
+                    active.version,
+                    request.traffic_split,
+                    request.rollback_threshold,
+                    strategy="canary" if request.strategy == "canary" else "blue_green",
+                    actor=actor,
+                )
+                return {"rollout": rollout.to_dict()}
+
+        result = await asyncio.to_thread(run)
+        await asyncio.to_thread(state.refresh_sync)
+        return _json(result)
+
+    @app.post("/api/v1/admin/promote", dependencies=[admin], tags=["admin"])
+    async def promote(request: PromoteRequest) -> Response:
+        """Promote a version into production without waiting for its canary to be decided.
+
+        Needs an approved governance request for production (else 409).
+        """
+        from retailml.deployment.model_server import ModelServer
+
+        with ModelServer("production", settings) as server:
+            outcome = await server.promote(
+                request.model_name,
+                request.model_version,
+                wait=False,
+                actor=_admin_actor(request.actor),
+            )
+        await asyncio.to_thread(state.refresh_sync)
+        key = "rollout" if hasattr(outcome, "state") else "deployment"
+        return _json({key: outcome.to_dict()})
 
     @app.post("/api/v1/admin/rollback", dependencies=[admin], tags=["admin"])
     async def rollback(request: RollbackRequest) -> Response:
