@@ -20,13 +20,36 @@ the trainer write to the same place.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING, Any
 
 from retailml.core.errors import RetailMLError
 from retailml.training._tracking import ensure_tracking
 from retailml.training._trainer import ModelTrainer, TrainingResult
 from retailml.training._validation import CheckOutcome, ModelValidator, ValidationResult
 
-__all__ = ["CheckOutcome", "ModelTrainer", "ModelValidator", "TrainingResult", "ValidationResult"]
+if TYPE_CHECKING:
+    from retailml.automation.retraining import AutoRetrainingPipeline
+
+__all__ = [
+    "AutoRetrainingPipeline",
+    "CheckOutcome",
+    "ModelTrainer",
+    "ModelValidator",
+    "TrainingResult",
+    "ValidationResult",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The guide imports AutoRetrainingPipeline from here; it lives in the automation
+    # layer (it registers, governs and deploys), so it is re-exported lazily: importing
+    # the trainer does not load deployment, and there is no import cycle.
+    if name == "AutoRetrainingPipeline":
+        from retailml.automation.retraining import AutoRetrainingPipeline
+
+        return AutoRetrainingPipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Invalid settings are reported when a trainer is built, not on import.
 with contextlib.suppress(RetailMLError):
