@@ -4,79 +4,38 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from retailml.cli._console import err, out
-from retailml.core.errors import ConfigError, NotFoundError, problem
-from retailml.core.io import atomic_write_text, read_yaml_mapping
+from retailml.core.errors import ConfigError, NotFoundError, RetailMLError, problem
+from retailml.core.io import read_yaml_mapping
 from retailml.core.settings import Settings, get_settings
-
-#: Keys of a training config (configs/<model type>.yaml).
-CONFIG_KEYS: Final = (
-    "model_type",
-    "algorithm",
-    "model_name",
-    "target",
-    "hyperparameters",
-    "validation_strategy",
-    "n_splits",
-    "tuning",
-    "data",
-    "validation",
+from retailml.training._jobs import (
+    CONFIG_KEYS,
+    LATEST,
+    default_output_dir,
+    inputs_from_config,
+    load_training_config,
+    run_training_job,
+    train_config,
 )
-LATEST: Final = "latest"
 
-
-def default_output_dir(settings: Settings) -> Path:
-    """``<home>/artifacts/models``."""
-    return Path(settings.home) / "artifacts" / "models"
-
-
-def load_training_config(path: Path) -> dict[str, Any]:
-    """Read and check a training config file.
-
-    Raises:
-        ConfigError: for an unreadable file, unknown keys or a missing model_type.
-    """
-    config = read_yaml_mapping(
-        path,
-        subject="--config",
-        shape="training settings: model_type, algorithm, hyperparameters, data, ... "
-        "(see configs/sales_forecast.yaml)",
-    )
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
-    if unknown:
-        raise ConfigError(
-            problem(
-                f"keys among {list(CONFIG_KEYS)}",
-                f"unknown {unknown}",
-                "rename or drop them",
-                subject=str(path),
-            )
-        )
-    if "model_type" not in config:
-        raise ConfigError(
-            problem(
-                "a model_type", "none", "add e.g. model_type: sales_forecast", subject=str(path)
-            )
-        )
-    return config
-
-
-def _point_latest(output_dir: Path, name: str) -> Path:
-    """Make ``<output_dir>/latest`` a symlink to ``name``, replaced atomically."""
-    latest = output_dir / LATEST
-    staging = output_dir / f".{LATEST}.{os.getpid()}.tmp"
-    staging.unlink(missing_ok=True)
-    staging.symlink_to(name, target_is_directory=True)
-    staging.replace(latest)
-    return latest
+__all__ = [
+    "CONFIG_KEYS",
+    "LATEST",
+    "default_output_dir",
+    "load_training_config",
+    "print_training",
+    "train",
+    "train_from_config",
+    "validate",
+]
 
 
 def train_from_config(
@@ -90,50 +49,22 @@ def train_from_config(
 ) -> tuple[Any, Path]:
     """Train the model a config describes and save it under ``output_dir/<model_name>``.
 
+    No job is recorded (the demo's way); ``retailml train`` records one.
+
     Returns:
         The :class:`~retailml.training.model_trainer.TrainingResult` and its directory.
     """
-    from retailml.training._data import load_training_data
-    from retailml.training.model_trainer import ModelTrainer
-
-    tuning = dict(config.get("tuning") or {})
-    if n_trials is not None:
-        tuning["n_trials"] = n_trials
-    trainer = ModelTrainer(
-        model_type=str(config["model_type"]),
-        algorithm=config.get("algorithm"),
-        hyperparameters=config.get("hyperparameters") or {},
-        validation_strategy=validation_strategy or config.get("validation_strategy"),
-        n_splits=int(config.get("n_splits", 5)),
-        tuning=tuning or None,
-        settings=settings,
-    )
-    target = config.get("target")
-    data = load_training_data(
-        config.get("data"), target=target, window=data_window, settings=settings
-    )
-    err.print(
-        f"training {trainer.model_type} ({trainer.algorithm}) on {len(data.train):,} rows "
-        f"of {data.source}; {trainer.validation_strategy} x{trainer.n_splits}"
-    )
     with err.status("cross-validating and fitting ..."):
-        result = trainer.train_sync(
-            data.train,
-            target=target,
-            model_name=config.get("model_name"),
-            data_version=data.data_version,
-            feature_set_versions=data.feature_set_versions,
+        trained = train_config(
+            config,
+            output_dir=output_dir,
+            settings=settings,
+            data_window=data_window,
+            validation_strategy=validation_strategy,
+            n_trials=n_trials,
+            progress=err.print,
         )
-    output = output_dir or default_output_dir(settings)
-    directory = result.save(output / result.model_name)
-    if data.test is not None and not data.test.empty:
-        data.test.to_parquet(directory / "test.parquet", index=False)
-    atomic_write_text(
-        directory / "validation.json",
-        json.dumps(dict(config.get("validation") or {}), indent=2) + "\n",
-    )
-    _point_latest(output, result.model_name)
-    return result, directory
+    return trained.result, trained.directory
 
 
 def print_training(result: Any, directory: Path) -> None:
@@ -172,6 +103,17 @@ def train(
     n_trials: Annotated[
         int | None, typer.Option(min=1, help="Tune with this many Optuna trials.")
     ] = None,
+    memory_mb: Annotated[
+        int | None,
+        typer.Option(
+            min=16,
+            help="Train in a child process limited to this much address space (MiB); "
+            "running out fails the job with a MemoryError.",
+        ),
+    ] = None,
+    cpus: Annotated[
+        int | None, typer.Option(min=1, help="Threads/processes the estimator may use (n_jobs).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train, cross-validate and track one model; save it and point <output-dir>/latest at it.
@@ -180,35 +122,90 @@ def train(
     <home>/mlflow.db) and saved as a directory `retailml validate` reads. The
     config's data.holdout is kept back as test.parquet beside the model.
 
+    Every run is recorded as a training job (its id is printed): a failed one
+    can be analysed and restarted with `retailml recover JOB_ID`.
+
     Example: retailml train --config configs/sales_forecast.yaml --output-dir artifacts/models/
     """
+    from retailml.core.db import PlatformDB
+    from retailml.core.jobs import create_job
+
     settings = get_settings()
     loaded = load_training_config(config)
-    result, directory = train_from_config(
+    inputs = inputs_from_config(
         loaded,
-        output_dir=output_dir,
-        settings=settings,
+        config_path=config,
         data_window=data_window,
         validation_strategy=validation_strategy,
-        n_trials=n_trials,
+        memory_mb=memory_mb,
+        cpus=cpus,
     )
+    if n_trials is not None:
+        inputs["n_trials"] = n_trials
+    db = PlatformDB.from_settings(settings)
+    try:
+        job = create_job(
+            db,
+            kind="train",
+            model_name=inputs["model_name"],
+            model_type=inputs["model_type"],
+            algorithm=inputs["algorithm"],
+            inputs=inputs,
+        )
+        err.print(f"training job {job.id}")
+        try:
+            with err.status("cross-validating and fitting ..."):
+                record = run_training_job(
+                    db,
+                    job.id,
+                    settings=settings,
+                    output_dir=output_dir,
+                    raise_errors=True,
+                    progress=err.print,
+                )
+        except RetailMLError:
+            err.print(f"training job {job.id} failed; `retailml recover {job.id}` restarts it")
+            raise
+        except Exception as exc:
+            err.print(
+                f"[bold red]error:[/bold red] training job {job.id} failed with "
+                f"{type(exc).__name__}: {escape(str(exc))}\n"
+                f"`retailml recover {job.id}` analyses the failure and restarts it"
+            )
+            raise typer.Exit(code=1) from exc
+    finally:
+        db.dispose()
+    if record.status != "succeeded":
+        err.print(
+            f"[bold red]error:[/bold red] training job {job.id} failed with "
+            f"{record.error_type}: {escape(str(record.error_message))}\n"
+            f"`retailml recover {job.id}` analyses the failure and restarts it"
+        )
+        raise typer.Exit(code=1)
+    outcome = record.outcome
     if as_json:
         out.print_json(
             json.dumps(
                 {
-                    "model_name": result.model_name,
-                    "model_type": result.model_type,
-                    "algorithm": result.algorithm,
-                    "metrics": result.metrics,
-                    "run_id": result.run_id,
-                    "model_uri": result.model_uri,
-                    "path": str(directory),
+                    "job_id": job.id,
+                    "model_name": outcome["model_name"],
+                    "model_type": inputs["model_type"],
+                    "algorithm": outcome["algorithm"],
+                    "metrics": outcome["metrics"],
+                    "run_id": outcome["run_id"],
+                    "model_uri": outcome["model_uri"],
+                    "path": outcome["model_dir"],
+                    "data_version": outcome["data_version"],
                 },
                 default=str,
             )
         )
         return
-    print_training(result, directory)
+    from retailml.training.model_trainer import TrainingResult
+
+    directory = Path(outcome["model_dir"])
+    print_training(TrainingResult.load(directory), directory)
+    out.print(f"job:        {job.id}")
 
 
 def _read_frame(path: Path) -> Any:
