@@ -21,11 +21,26 @@ working directory (when it is a git checkout), the data and feature-set
 versions given to the trainer, and the Python and package versions. The
 model is logged as an MLflow ``pyfunc`` model with a signature and an input
 example (:class:`RetailMLModel`), loadable with ``mlflow.pyfunc.load_model``.
+
+The guide's ``reproducibility`` block
+-------------------------------------
+``seed`` is the ``seed`` param; ``environment`` the ``retailml.version.*``
+tags, the model's pinned ``requirements.txt`` and ``retailml.environment_digest``
+(every installed distribution); ``code_version`` the ``retailml.git_commit``
+tag with ``retailml.git_dirty`` (uncommitted changes make the commit an
+incomplete record) and ``retailml.source_digest`` (retailml's own source files,
+which tells uncommitted edits apart). The data are the ``retailml.data_version`` and
+``retailml.feature_set.*`` tags plus, in the run's ``reproducibility.json``
+artifact, the SHA-256 of every file of those versions (silver parts, feature
+files), so ``retailml reproduce`` can tell a changed or missing file from a
+changed model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -49,11 +64,19 @@ from retailml.core.settings import Settings, get_settings
 from retailml.core.workspace import Workspace
 
 __all__ = [
+    "REPRODUCIBILITY_ARTIFACT",
     "RetailMLModel",
     "ensure_tracking",
+    "environment",
+    "environment_digest",
     "experiment_id",
+    "git_commit",
+    "git_dirty",
+    "input_digests",
+    "input_files",
     "package_versions",
     "provenance_tags",
+    "source_digest",
     "tracking_uri",
 ]
 
@@ -73,6 +96,8 @@ TRACKED_PACKAGES: Final = (
     "optuna",
 )
 ARTIFACTS_DIR: Final = "mlartifacts"
+#: The run artifact holding the reproducibility record.
+REPRODUCIBILITY_ARTIFACT: Final = "reproducibility.json"
 TRACKING_DB: Final = "mlflow.db"
 
 
@@ -160,17 +185,172 @@ def git_commit(directory: Path | None = None) -> str | None:
     return commit if completed.returncode == 0 and commit else None
 
 
+def git_dirty(directory: Path | None = None) -> bool | None:
+    """Whether the git checkout holding ``directory`` (cwd) has uncommitted changes, or None."""
+    try:
+        completed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory or Path.cwd(),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(completed.stdout.strip()) if completed.returncode == 0 else None
+
+
+def environment() -> dict[str, str]:
+    """``distribution -> version`` of every installed distribution (the full environment)."""
+    return dict(_environment())
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> tuple[tuple[str, str], ...]:
+    # Reading every distribution's metadata takes about half a second: once per process.
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name:
+            found[str(name).lower()] = str(dist.version)
+    return tuple(sorted(found.items()))
+
+
+def environment_digest(packages: Mapping[str, str] | None = None) -> str:
+    """SHA-256 (16 hex digits) of the sorted ``name==version`` lines of the environment."""
+    packages = environment() if packages is None else packages
+    lines = "\n".join(f"{name}=={version}" for name, version in sorted(packages.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 (16 hex digits) of retailml's own source files: the code that trains.
+
+    It tells code changes apart that a git commit cannot: uncommitted edits,
+    or an installed copy outside any checkout.
+    """
+    import retailml
+
+    root = Path(retailml.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_files(
+    data_version: str | None,
+    feature_set_versions: Mapping[str, str] | None,
+    settings: Settings | None = None,
+) -> dict[str, list[Path]]:
+    """The files that hold the given data versions, keyed ``silver`` and ``feature_set.<name>``.
+
+    Silver: the parts of the ingestion runs that make up ``data_version``
+    (missing parts included, so a caller can tell them). Feature sets: every
+    file of the version's directory (an empty list when it is gone). A
+    ``data_version`` unknown to the platform database gives no ``silver`` key.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from retailml.core.db import PlatformDB
+    from retailml.training._jobs import silver_versions
+
+    settings = settings or get_settings()
+    files: dict[str, list[Path]] = {}
+    if data_version:
+        db = PlatformDB.from_settings(settings, migrate=False)
+        try:
+            known = silver_versions(db, settings)
+        except SQLAlchemyError:
+            known = []
+        finally:
+            db.dispose()
+        found = next((v for v in known if v.version == data_version), None)
+        if found is not None:
+            files["silver"] = list(found.parts)
+    features = Workspace.from_settings(settings).features
+    for name, version in sorted((feature_set_versions or {}).items()):
+        directory = features / name / version
+        files[f"feature_set.{name}"] = (
+            sorted(p for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else []
+        )
+    return files
+
+
+def input_digests(
+    data_version: str | None,
+    feature_set_versions: Mapping[str, str] | None,
+    settings: Settings | None = None,
+) -> dict[str, dict[str, str | None]]:
+    """``input -> {file name: SHA-256}`` of :func:`input_files` (None for a missing file).
+
+    Silver parts are named by file name, feature files by their path inside
+    the version directory.
+    """
+    settings = settings or get_settings()
+    features = Workspace.from_settings(settings).features
+    out: dict[str, dict[str, str | None]] = {}
+    for key, paths in input_files(data_version, feature_set_versions, settings).items():
+        entries: dict[str, str | None] = {}
+        for path in paths:
+            name = path.name
+            if key.startswith("feature_set."):
+                name = path.relative_to(features / key.split(".", 1)[1]).as_posix()
+            entries[name] = _sha256(path) if path.is_file() else None
+        out[key] = entries
+    return out
+
+
 def provenance_tags(
     *,
     data_version: str | None = None,
     feature_set_versions: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, str]:
-    """Tags that make a run reproducible: code, data, features and packages."""
+    """Tags that make a run reproducible: code, data, features and packages.
+
+    Inside an active run it also logs :data:`REPRODUCIBILITY_ARTIFACT`: the
+    full environment, the code version and the SHA-256 of every input file
+    (module docstring). Failing to hash the inputs never fails a training: it
+    is logged and the record says so.
+    """
     tags = {f"retailml.version.{name}": version for name, version in package_versions().items()}
     commit = git_commit()
+    dirty = git_dirty() if commit else None
     if commit:
         tags["mlflow.source.git.commit"] = commit
         tags["retailml.git_commit"] = commit
+        tags["retailml.git_dirty"] = "true" if dirty else "false"
+    packages = environment()
+    tags["retailml.environment_digest"] = environment_digest(packages)
+    tags["retailml.source_digest"] = source_digest()
+    if mlflow.active_run() is not None:
+        try:
+            digests: dict[str, Any] = input_digests(data_version, feature_set_versions, settings)
+        except Exception as exc:  # recording must never fail the training it records
+            logging.getLogger(__name__).warning("could not hash the training inputs: %s", exc)
+            digests = {"error": f"{type(exc).__name__}: {exc}"}
+        mlflow.log_dict(
+            {
+                "code_version": {"git_commit": commit, "git_dirty": dirty},
+                "environment": {"python": platform.python_version(), "packages": packages},
+                "data_version": data_version,
+                "feature_set_versions": dict(feature_set_versions or {}),
+                "inputs": digests,
+            },
+            REPRODUCIBILITY_ARTIFACT,
+        )
     if data_version:
         tags["retailml.data_version"] = data_version
     for name, version in (feature_set_versions or {}).items():
