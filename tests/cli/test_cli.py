@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,26 +16,26 @@ from retailml.cli import main
 from retailml.core.settings import Settings
 from retailml.core.workspace import Workspace
 
-COMMANDS = [
-    ["init"],
-    ["features", "build"],
-    ["features", "materialize"],
-    ["features", "get"],
-    ["features", "versions"],
-    ["features", "rollback"],
-    ["demo"],
-    ["config", "show"],
-    ["data", "generate"],
-    ["data", "ingest"],
-    ["train"],
-    ["validate"],
-    ["lineage", "show"],
-    ["governance", "request"],
-    ["governance", "approve"],
-    ["governance", "status"],
-    ["audit", "verify"],
-    ["audit", "show"],
-]
+
+def _leaf_commands() -> list[list[str]]:
+    """Every runnable command path of the CLI, read from the Typer app itself."""
+    import typer
+
+    from retailml.cli.main import app
+
+    def walk(command: object, path: list[str]) -> Iterator[list[str]]:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+#: Every command, so a new one cannot ship without help and an example.
+COMMANDS = _leaf_commands()
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,7 +50,7 @@ def test_each_command_explains_itself_with_an_example(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main([*command, "--help"]) == 0
-    assert "Example:" in capsys.readouterr().out
+    assert re.search(r"Examples?:", capsys.readouterr().out)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,16 +177,17 @@ def test_demo_ends_with_the_paths_to_open(
     assert looked_up["found"] is True
     assert looked_up["features"]["monetary_total"] > 0
     tail = text[text.index("Open these:") :]
-    paths = [
-        line.split(":", 1)[1].split("   (")[0].strip()
+    commands = ("MLflow runs", "dashboard", "predict", "lineage", "retrain jobs", "audit log")
+    paths = {
+        line.strip().split(":")[0]: line.split(":", 1)[1].split("   (")[0].strip()
         for line in tail.splitlines()[1:]
-        if ":" in line and line.strip().split(":")[0] not in ("MLflow runs", "dashboard", "predict")
-    ]
-    assert len(paths) == 5
-    for path in paths:
+        if ":" in line and line.strip().split(":")[0] not in commands
+    }
+    assert len(paths) == 6
+    for path in paths.values():
         assert Path(path).exists(), path
     # One model of each type was trained, validated and saved.
-    models = Path(paths[-1])
+    models = Path(paths["models"])
     for name in (
         "sales_forecast",
         "customer_segmentation",
@@ -193,11 +196,112 @@ def test_demo_ends_with_the_paths_to_open(
     ):
         assert (models / name / "result.json").is_file(), name
     assert "mlflow ui --backend-store-uri sqlite:///" in tail
+    assert "sales_forecast 1.1.0 for production approved by dana (demo)" in text
     assert "canary:     promoted" in text
     assert "alert:      data_drift raised" in text
     assert main(["monitor", "alerts", "--state", "open", "--json"]) == 0
     assert "data_drift" in capsys.readouterr().out
     assert "/dashboard" in tail and "X-API-Key" in tail
+    _assert_the_demo_closed_the_loop(settings, text, capsys)
+
+
+def _assert_the_demo_closed_the_loop(
+    settings: Settings, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Step 8 of the demo: drift -> retrain job -> champion vs challenger -> governed
+    canary (or refusal); lineage answers both directions; the audit chain holds."""
+    from retailml.core.db import PlatformDB
+    from retailml.core.jobs import list_jobs
+    from retailml.deployment.model_server import ModelServer
+    from retailml.governance.model_governance import ModelGovernance
+    from retailml.registry.model_registry import ModelRegistry
+
+    loop = text[text.index("8/8 closing the loop") : text.index("Open these:")]
+    assert "new data:   January 2024 arrives" in loop
+    assert "trigger:    fired: share of drifted columns" in loop
+    db = PlatformDB.from_settings(settings)
+    try:
+        retrains = [j for j in list_jobs(db, model_name="sales_forecast") if j.kind == "retrain"]
+    finally:
+        db.dispose()
+    assert len(retrains) == 1
+    job = retrains[0]
+    assert job.status == "succeeded"
+    assert "drift" in job.trigger
+    assert f"job {job.id[:8]} (trigger: {job.trigger})" in loop
+    comparison = job.outcome["comparison"]
+    assert comparison["baseline"] == "production 1.1.0"
+    assert comparison["n_rows"] == 14  # the challenger's holdout, both scored on it
+    assert f"is_better:  {comparison['is_better']}" in loop
+    for metric, delta in comparison["deltas"].items():
+        assert re.search(rf"{metric}\s.* delta {re.escape(f'{delta:+.4g}')}", loop), metric
+    decision = job.outcome["deployment"]
+    with ModelServer("production", settings) as production:
+        active = production.active_deployment("sales_forecast")
+    assert active is not None
+    if comparison["is_better"]:
+        version = job.outcome["registered_version"]
+        assert version == "1.2.0"
+        # Governed: the pipeline's request waited for the demo approvers, then rolled out.
+        assert decision["status"] == "rollout_started"
+        governance = ModelGovernance(settings)
+        requests = [
+            r for r in governance.list_requests("sales_forecast") if r.model_version == version
+        ]
+        governance.db.dispose()
+        assert [r.status for r in requests] == ["approved"]
+        assert "awaiting approval by lead_data_scientist, ml_engineer, business_owner" in loop
+        assert f"approval:   sales_forecast {version} for production approved by dana" in loop
+        promoted = "canary:     promoted" in loop.split("canary:     1.2.0 takes 20 %")[1]
+        assert active.version == (version if promoted else "1.1.0")
+    else:
+        # A challenger that is not better never leaves the registry.
+        assert decision["status"] == "refused"
+        assert job.outcome["registered_version"] is None
+        assert "refused: the challenger stays out of production" in loop
+        assert active.version == "1.1.0"
+    # Lineage, upstream: the production version <- its training run <- the feature set
+    # <- silver <- the ingested files (the drifted January among them when retrained).
+    with ModelRegistry(settings) as registry:
+        run_id = registry.get_model_version("sales_forecast", active.version).run_id
+    assert (
+        main(
+            ["lineage", "show", "--model", "sales_forecast", "--version", active.version, "--json"]
+        )
+        == 0
+    )
+    upstream = json.loads(capsys.readouterr().out)
+    assert f"run.{run_id}" in upstream["datasets"]
+    assert {"feature_set.daily_sales", "silver.transactions"} <= set(upstream["datasets"])
+    assert "file.online_retail_demo.csv" in upstream["datasets"]
+    jobs = {step["job"] for step in upstream["steps"]}
+    assert {"ingest", "features.daily_sales", "register.sales_forecast"} <= jobs
+    assert any(name.startswith("train.") for name in jobs)
+    if comparison["is_better"]:
+        assert "file.online_retail_2024_01.parquet" in upstream["datasets"]
+    assert f"lineage:    sales_forecast {active.version} (production) <- run {run_id[:8]}" in loop
+    # Lineage, downstream: silver feeds every feature set and every demo model.
+    assert main(["lineage", "show", "silver.transactions", "--downstream", "--json"]) == 0
+    downstream = set(json.loads(capsys.readouterr().out)["datasets"])
+    for feature_set in (
+        "customer_rfm",
+        "product_popularity",
+        "seasonal_trends",
+        "temporal",
+        "daily_sales",
+    ):
+        assert f"feature_set.{feature_set}" in downstream
+    for model in (
+        "sales_forecast",
+        "customer_segmentation",
+        "anomaly_detection",
+        "demand_prediction",
+    ):
+        assert f"model.{model}" in downstream
+    # The audit log's hash chain holds over everything the demo did.
+    assert "audit:      audit log intact" in loop
+    assert main(["audit", "verify"]) == 0
+    assert "audit log intact" in capsys.readouterr().out
 
 
 def test_commands_log_to_the_workspace_log_file(

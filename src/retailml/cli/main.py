@@ -12,6 +12,8 @@ from retailml import __version__
 from retailml.cli._console import err, out
 from retailml.cli.data import data_app, generate_file, ingest_path, print_ingest_result
 from retailml.cli.deploy import ab_app, deploy, promote, register, rollback
+from retailml.cli.diagnose import diagnose_app
+from retailml.cli.diagnose import recover as recover_command
 from retailml.cli.features import (
     BUILTIN_CONFIG,
     build_features,
@@ -20,10 +22,15 @@ from retailml.cli.features import (
     print_build,
     stream_once,
 )
-from retailml.cli.governance import audit_app, governance_app
+from retailml.cli.governance import audit_app, config_set, governance_app
 from retailml.cli.lineage import lineage_app
+from retailml.cli.maintenance import maintenance_app
 from retailml.cli.monitor import monitor_app
 from retailml.cli.report import report as report_command
+from retailml.cli.reproduce import reproduce as reproduce_command
+from retailml.cli.retrain import jobs_app
+from retailml.cli.retrain import retrain as retrain_command
+from retailml.cli.retrain import scheduler as scheduler_command
 from retailml.cli.serve import serve as serve_command
 from retailml.cli.train import train as train_command
 from retailml.cli.train import validate as validate_command
@@ -50,6 +57,8 @@ app.add_typer(governance_app, name="governance")
 app.add_typer(audit_app, name="audit")
 app.command(name="train")(train_command)
 app.command(name="validate")(validate_command)
+app.add_typer(diagnose_app, name="diagnose")
+app.command(name="recover")(recover_command)
 app.command(name="register")(register)
 app.command(name="deploy")(deploy)
 app.command(name="promote")(promote)
@@ -58,6 +67,11 @@ app.add_typer(ab_app, name="ab")
 app.command(name="serve")(serve_command)
 app.add_typer(monitor_app, name="monitor")
 app.command(name="report")(report_command)
+app.command(name="retrain")(retrain_command)
+app.command(name="scheduler")(scheduler_command)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(maintenance_app, name="maintenance")
+app.command(name="reproduce")(reproduce_command)
 
 
 def _version(value: bool) -> None:
@@ -95,7 +109,7 @@ def init() -> None:
         out.print("  already initialised")
 
 
-config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect and change settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
@@ -110,6 +124,9 @@ def config_show() -> None:
         value = getattr(settings, name)
         out.print(f"RETAILML_{name.upper()}={'' if value is None else value}")
         out.print(f"    {field.description}")
+
+
+config_app.command("set")(config_set)
 
 
 @app.command()
@@ -134,8 +151,15 @@ def demo(
     -> register them in the Feast feature store and load the online store
     -> stream a few transaction events into the real-time features
     -> train, cross-validate, validate and track (MLflow) one model of each type
-    -> register the forecast, deploy it to staging and production, roll a
-    challenger out by canary on simulated traffic (promoted when healthy)
+    -> register the models, deploy the forecast to staging and (approved by the
+    demo approvers) production, roll a challenger out by canary on simulated
+    traffic (promoted when healthy)
+    -> monitor the production forecast against actuals and detect a drifted
+    period (prices +30 %, a new country), which raises an alert
+    -> close the loop: the drifted period arrives as new data and its drift
+    report triggers a retrain; the challenger is compared with the champion on
+    the same holdout and, only when better, approved and rolled out by canary;
+    lineage and the audit log tell the story
     -> print where every output is, then serve predictions and the dashboard
     (--no-serve stops before serving).
 
@@ -145,7 +169,7 @@ def demo(
     workspace = Workspace.from_settings(settings)
     workspace.init()
     landing = workspace.landing / "online_retail_demo.csv"
-    out.print("[bold]1/6 generate[/bold] synthetic UCI Online Retail transactions")
+    out.print("[bold]1/8 generate[/bold] synthetic UCI Online Retail transactions")
     generate_file(
         rows=rows,
         seed=settings.seed if seed is None else seed,
@@ -153,13 +177,13 @@ def demo(
         anomaly_rate=0.01,  # labelled anomalies, so the detector's F1 can be measured
     )
     out.print(f"    wrote {rows:,} rows to {landing}")
-    out.print("[bold]2/6 ingest[/bold] into bronze, silver and quarantine")
+    out.print("[bold]2/8 ingest[/bold] into bronze, silver and quarantine")
     result = ingest_path(landing, mapping=None, date_format=None, settings=settings)
     print_ingest_result(result)
-    out.print("[bold]3/6 features[/bold]: compute, validate and publish every feature set")
+    out.print("[bold]3/8 features[/bold]: compute, validate and publish every feature set")
     features = build_features(dict(BUILTIN_CONFIG), settings=settings)
     print_build(features, root=workspace.root)
-    out.print("[bold]4/6 feature store[/bold]: register in Feast and load the online store")
+    out.print("[bold]4/8 feature store[/bold]: register in Feast and load the online store")
     loaded = materialize_features(settings)
     for name, (source, version, count) in loaded.items():
         out.print(f"    {name:<18} <- {source} {version}: {count:,} entities online")
@@ -180,11 +204,17 @@ def demo(
     realtime = _online_lookup(settings, best, "customer_realtime")
     out.print(f"    real-time features of the top customer: {realtime}")
     out.print(f"    $ retailml features get --set customer_realtime --entity {best}")
-    out.print("[bold]5/6 models[/bold]: train, validate and track one model of each type")
+    out.print("[bold]5/8 models[/bold]: train, validate and track one model of each type")
     trained = _demo_models(settings)
-    out.print("[bold]6/6 deploy[/bold]: register, stage, and roll out to production by canary")
+    out.print("[bold]6/8 deploy[/bold]: register, stage, and roll out to production by canary")
     api_key = _demo_deploy(settings, trained)
-    _demo_monitor(settings, trained, seed=settings.seed if seed is None else seed)
+    out.print("[bold]7/8 monitor[/bold]: production accuracy against actuals, and a drifted period")
+    arrivals = _demo_monitor(settings, trained, seed=settings.seed if seed is None else seed)
+    out.print(
+        "[bold]8/8 closing the loop[/bold]: the drift triggers a retrain; the challenger "
+        "is validated, approved and rolled out by canary"
+    )
+    _demo_loop(settings, arrivals, api_key)
     out.print()
     out.print("[bold]Open these:[/bold]")
     out.print(f"  silver table:    {result.silver_path}")
@@ -196,6 +226,13 @@ def demo(
     out.print(f"  quality report:  {result.report_path}")
     out.print(f"  feature sets:    {workspace.features}")
     out.print(f"  models:          {trained}")
+    out.print(f"  lineage events:  {workspace.lineage / 'events.jsonl'}")
+    out.print(
+        "  lineage:         retailml lineage show --model sales_forecast  |  "
+        "retailml lineage show silver.transactions --downstream"
+    )
+    out.print("  retrain jobs:    retailml jobs --model sales_forecast")
+    out.print("  audit log:       retailml audit show  |  retailml audit verify")
     out.print(
         f"  MLflow runs:     mlflow ui --backend-store-uri sqlite:///{workspace.root.resolve()}"
         "/mlflow.db  (then http://127.0.0.1:5000)"
@@ -299,8 +336,10 @@ def _demo_models(settings: Settings) -> Any:
 
 
 def _demo_deploy(settings: Settings, models_dir: Any) -> str:
-    """Register the demo forecast as 1.0.0 and a theta challenger as 1.1.0, deploy 1.0.0 to
-    staging and production, roll 1.1.0 out by canary on simulated traffic.
+    """Register the demo forecast as 1.0.0 and a theta challenger as 1.1.0 (and the other
+    demo models as 1.0.0), deploy 1.0.0 to staging, have the demo approvers approve both
+    forecasts for production, deploy 1.0.0 there and roll 1.1.0 out by canary on
+    simulated traffic.
 
     Returns:
         The API key the demo service accepts (RETAILML_API_KEYS' first, else a new one).
@@ -308,12 +347,10 @@ def _demo_deploy(settings: Settings, models_dir: Any) -> str:
     import asyncio
     import secrets
 
-    from fastapi.testclient import TestClient
     from pydantic import SecretStr
 
     from retailml.cli.train import train_from_config
     from retailml.deployment.model_server import ModelRegistry, ModelServer
-    from retailml.serving.app import create_app
     from retailml.training.model_trainer import TrainingResult
 
     name = "sales_forecast"
@@ -332,11 +369,25 @@ def _demo_deploy(settings: Settings, models_dir: Any) -> str:
                     name, version, result, metadata={"source": "retailml demo"}, tags=["demo"]
                 )
         out.print(f"    registered {name} 1.0.0 (auto) and 1.1.0 (theta challenger)")
+        # The other models are registered too (not deployed): lineage shows every model.
+        others = [str(config["model_name"]) for config in DEMO_MODELS[1:]]
+        models = {m.name for m in registry.list_models()}
+        for other in others:
+            if other not in models:
+                registry.register_model(
+                    other,
+                    "1.0.0",
+                    TrainingResult.load(models_dir / other),
+                    metadata={"source": "retailml demo"},
+                    tags=["demo"],
+                )
+        out.print(f"    registered {', '.join(others)} 1.0.0 (not deployed)")
     api_key = settings.api_keys[0].get_secret_value() if settings.api_keys else secrets.token_hex(8)
     served = settings.model_copy(update={"api_keys": [SecretStr(api_key)]})
     with ModelServer("staging", settings) as staging:
         deployed = staging.deploy_model_sync({"model_name": name, "model_version": "1.0.0"})
         out.print(f"    staging:    {name} {deployed.version} {deployed.status}")
+    _demo_approve(settings, name, ("1.0.0", "1.1.0"))
     with ModelServer("production", served) as production:
         active = production.active_deployment(name)
         if active is None:
@@ -348,30 +399,113 @@ def _demo_deploy(settings: Settings, models_dir: Any) -> str:
                 name,
                 "1.1.0",
                 active.version,
-                {"blue": 80, "green": 20},
-                {"window_seconds": 2, "min_requests": 20},
+                DEMO_CANARY_SPLIT,
+                DEMO_CANARY_THRESHOLD,
                 strategy="canary",
             )
             out.print(f"    canary:     1.1.0 takes 20 % of production traffic ({rollout.id[:8]})")
-            with TestClient(create_app(served, environment="production")) as client:
-                for i in range(300):  # simulated traffic, in process
-                    client.post(
-                        "/api/v1/ml/predict",
-                        headers={"X-API-Key": api_key},
-                        json={"features": {"series_id": "total"}, "entity_id": f"demo-{i}"},
-                    )
-                client.app.state.serving.log.flush()  # type: ignore[attr-defined]
-            decided = asyncio.run(production.watch_rollout(rollout.id, 1.0, 30.0))
-            out.print(f"    canary:     {decided.state} ({decided.reason or 'healthy'})")
+            _demo_canary(production, served, api_key, rollout.id)
     return api_key
 
 
-def _demo_monitor(settings: Settings, models_dir: Any, *, seed: int) -> None:
+#: The demo's canary: 20 % of the traffic, judged over 2 s windows of at least 20 requests.
+DEMO_CANARY_SPLIT = {"blue": 80, "green": 20}
+DEMO_CANARY_THRESHOLD = {"window_seconds": 2, "min_requests": 20}
+
+
+def _demo_canary(production: Any, served: Settings, api_key: str, rollout_id: str) -> Any:
+    """Send simulated traffic through the production service until the canary is decided.
+
+    Args:
+        production: The production ModelServer.
+        served: Settings whose API keys include ``api_key``.
+        api_key: The key the simulated clients send.
+        rollout_id: The running canary rollout.
+
+    Returns:
+        The decided (promoted or rolled back) rollout; printed.
+    """
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from retailml.serving.app import create_app
+
+    with TestClient(create_app(served, environment="production")) as client:
+        for i in range(300):  # simulated traffic, in process
+            client.post(
+                "/api/v1/ml/predict",
+                headers={"X-API-Key": api_key},
+                json={"features": {"series_id": "total"}, "entity_id": f"demo-{i}"},
+            )
+        client.app.state.serving.log.flush()  # type: ignore[attr-defined]
+    decided = asyncio.run(production.watch_rollout(rollout_id, 1.0, 30.0))
+    out.print(f"    canary:     {decided.state} ({decided.reason or 'healthy'})")
+    return decided
+
+
+#: The demo's approvers: (role, name, comment). Production needs every role's approval.
+DEMO_APPROVERS = (
+    ("lead_data_scientist", "dana (demo)", "backtest MAPE within target; residuals look fine"),
+    ("ml_engineer", "eli (demo)", "health checks and rollback thresholds in place"),
+    ("business_owner", "fay (demo)", "forecast feeds replenishment; go ahead"),
+)
+
+
+def _demo_approve(settings: Settings, name: str, versions: tuple[str, ...]) -> None:
+    """Have the demo approvers approve each version for production: the open request
+    for it (e.g. the retraining pipeline's), else a new one."""
+    from retailml.governance.model_governance import ModelGovernance
+
+    governance = ModelGovernance(settings)
+    roles = [role for role, _, _ in DEMO_APPROVERS]
+    for version in versions:
+        if governance.is_approved(name, version, "production"):
+            continue
+        pending = [
+            r
+            for r in governance.list_requests(name)
+            if r.model_version == version
+            and r.deployment_target == "production"
+            and r.status == "pending"
+            and set(r.pending) <= set(roles)
+        ]
+        if pending:
+            request = pending[0]
+        else:
+            request = governance.request_approval(
+                name,
+                version,
+                "production",
+                "retailml demo: backtested on the generated history",
+                {"business_impact": "low", "technical_risk": "low"},
+                roles,
+                requested_by="retailml demo",
+            )
+        deciders = [d for d in DEMO_APPROVERS if d[0] in request.pending]
+        for role, approver, comment in deciders:
+            request = governance.approve(request.id, approver, role, comment)
+        out.print(
+            f"    approval:   {name} {version} for production {request.status} by "
+            + ", ".join(f"{approver} ({role})" for role, approver, _ in deciders)
+        )
+    governance.db.dispose()
+    out.print("    $ retailml governance status --model " + name)
+
+
+def _demo_monitor(settings: Settings, models_dir: Any, *, seed: int) -> Any:
     """A few days of the production forecast's accuracy against actuals, then a drifted
     period (the generator's drift option) compared with the training data: the drift is
-    detected and raises an alert."""
+    detected and raises an alert.
+
+    Returns:
+        The drifted period's transactions (a pyarrow table in the UCI layout) at the
+        history's daily volume: the new data :func:`_demo_loop` ingests. (The drift
+        check compares a larger sample of the same period.)
+    """
     import datetime as dt
 
+    import numpy as np
     import pandas as pd
 
     from retailml.data.generate import DriftSpec, GeneratorConfig, generate_transactions
@@ -415,7 +549,7 @@ def _demo_monitor(settings: Settings, models_dir: Any, *, seed: int) -> None:
         purchases = silver[~silver["is_cancellation"]][columns]
         reference = purchases.sample(min(20_000, len(purchases)), random_state=seed)
         start = dt.date(2024, 1, 1)
-        drifted = generate_transactions(
+        drifted_table = generate_transactions(
             GeneratorConfig(
                 rows=20_000,
                 seed=seed + 1,
@@ -423,7 +557,8 @@ def _demo_monitor(settings: Settings, models_dir: Any, *, seed: int) -> None:
                 end=dt.date(2024, 1, 31),
                 drift=DriftSpec(start=start, price_shift=0.3, new_country="Brazil"),
             )
-        ).to_pandas()
+        )
+        drifted = drifted_table.to_pandas()
         current = pd.DataFrame(
             {
                 "quantity": pd.to_numeric(drifted["Quantity"], errors="coerce"),
@@ -445,6 +580,165 @@ def _demo_monitor(settings: Settings, models_dir: Any, *, seed: int) -> None:
                 message=f"Data drift in {drifted_columns} ({report.share_drifted:.0%} of columns)",
             )
             out.print("    alert:      data_drift raised ($ retailml monitor alerts --state open)")
+    # The period as it arrives: as many rows a day as the history before it had (so a
+    # second demo run writes the same file, which ingestion recognises).
+    dates = pd.to_datetime(silver["invoice_date"])
+    dates = dates[dates < pd.Timestamp(start)]
+    days_seen = max(1, (dates.max() - dates.min()).days + 1) if len(dates) else 1
+    arriving = max(1, min(drifted_table.num_rows, round(len(dates) / days_seen * 31)))
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(drifted_table.num_rows, size=arriving, replace=False))
+    return drifted_table.take(picked)
+
+
+#: The loop's trigger (the guide's value): retrain when more than 5 % of the columns drifted.
+DEMO_DRIFT_THRESHOLD = 0.05
+
+
+def _demo_loop(settings: Settings, arrivals: Any, api_key: str) -> None:
+    """Close the loop on the production forecast.
+
+    The drifted period arrives as new data (ingested into silver); the drift report
+    the monitoring step recorded fires the retrain trigger; a challenger is trained
+    on the current data with the champion's configuration (a ``retrain`` job) and
+    compared with the production champion on the same holdout. The governed
+    deployment path decides: a challenger that is not better is refused and never
+    leaves the registry; a better one is registered, waits for approval, is
+    approved by the demo approvers and rolled out by canary on simulated traffic.
+    Ends with what lineage and the audit log say.
+
+    Args:
+        settings: retailml settings.
+        arrivals: The drifted period's transactions (see :func:`_demo_monitor`).
+        api_key: The key the simulated production traffic sends.
+    """
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from retailml.data.generate import write_transactions
+    from retailml.data.ingest import ingest_file
+    from retailml.deployment.model_server import ModelServer
+    from retailml.governance.model_governance import ModelGovernance
+    from retailml.training.model_trainer import AutoRetrainingPipeline
+
+    name = "sales_forecast"
+    workspace = Workspace.from_settings(settings)
+    governance = ModelGovernance(settings)
+    latest = governance.audit_log(limit=1)
+    audited_before = latest[0]["seq"] if latest else 0
+    landing = write_transactions(arrivals, workspace.landing / "online_retail_2024_01.parquet")
+    arrived = ingest_file(landing, settings=settings)
+    out.print(
+        f"    new data:   January 2024 arrives: {arrived.report.silver_rows:,} rows into silver"
+        + (" (already ingested)" if arrived.status == "already_ingested" else "")
+    )
+    with AutoRetrainingPipeline(
+        model_name=name,
+        triggers={"data_drift_threshold": DEMO_DRIFT_THRESHOLD},
+        approvers=[role for role, _, _ in DEMO_APPROVERS],
+        traffic_split=DEMO_CANARY_SPLIT,
+        rollback_threshold=DEMO_CANARY_THRESHOLD,
+        settings=settings,
+    ) as pipeline:
+        decision = asyncio.run(pipeline.check_retrain_conditions())
+        out.print(
+            f"    trigger:    {'fired' if decision.should_retrain else 'quiet'}: {decision.reason}"
+        )
+        if decision.should_retrain:
+            _demo_retrain(pipeline, settings.model_copy(update={"api_keys": [SecretStr(api_key)]}))
+    with ModelServer("production", settings) as production:
+        active = production.active_deployment(name)
+    if active is not None:
+        _demo_lineage(settings, name, active.version)
+    entries = governance.audit_log(limit=1000)
+    verdict = governance.verify_audit()
+    governance.db.dispose()
+    added = [e["action"] for e in reversed(entries) if e["seq"] > audited_before]
+    counted = ", ".join(f"{action} x{added.count(action)}" for action in dict.fromkeys(added))
+    out.print(f"    audit:      {verdict}; this loop added {len(added)}: {counted or 'none'}")
+    out.print("    $ retailml audit show   $ retailml audit verify")
+
+
+def _demo_retrain(pipeline: Any, served: Settings) -> None:
+    """Retrain, validate against the champion, and deploy through governance (the loop)."""
+    import asyncio
+
+    from retailml.deployment.model_server import ModelServer
+
+    name = pipeline.model_name
+    model = asyncio.run(pipeline.retrain(data_source="production"))
+    if not model.trained:
+        out.print(f"    retrain:    job {model.job_id[:8]} {model.status}: {model.reason}")
+        return
+    result = model.result
+    out.print(
+        f"    retrain:    job {model.job_id[:8]} ({model.reason}) trained {result.algorithm} "
+        f"on {result.n_rows:,} rows of the current data"
+    )
+    out.print(f"    $ retailml jobs show {model.job_id}")
+    comparison = asyncio.run(pipeline.validate_new_model(model, "production", model.test_data))
+    out.print(
+        f"    validate:   challenger vs champion ({comparison.baseline}) on the same "
+        f"{comparison.n_rows}-day holdout:"
+    )
+    for metric, delta in comparison.deltas.items():
+        decided = "  (decides)" if metric in comparison.decided_on else ""
+        out.print(
+            f"                {metric:<6} {comparison.metrics_new[metric]:>10.4g} vs "
+            f"{comparison.metrics_baseline[metric]:>10.4g}  delta {delta:+.4g}{decided}"
+        )
+    out.print(f"    is_better:  {comparison.is_better} ({comparison.reason})")
+    outcome = asyncio.run(pipeline.deploy_new_model(model, deployment_strategy="canary"))
+    if outcome.status == "refused":
+        out.print(
+            "    deploy:     refused: the challenger stays out of production "
+            "(a challenger that is not better is never deployed)"
+        )
+        return
+    if outcome.status == "awaiting_approval":
+        out.print(
+            f"    deploy:     {name} {outcome.version} registered; awaiting approval by "
+            f"{', '.join(outcome.pending_approvers)}"
+        )
+        _demo_approve(pipeline.settings, name, (str(outcome.version),))
+        outcome = asyncio.run(pipeline.deploy_new_model(model, deployment_strategy="canary"))
+    if outcome.status == "rollout_started" and outcome.rollout_id is not None:
+        out.print(
+            f"    canary:     {outcome.version} takes 20 % of production traffic "
+            f"({outcome.rollout_id[:8]})"
+        )
+        with ModelServer("production", served) as production:
+            key = served.api_keys[0].get_secret_value()
+            _demo_canary(production, served, key, outcome.rollout_id)
+    else:
+        out.print(f"    deploy:     {outcome.status}: {outcome.reason}")
+
+
+def _demo_lineage(settings: Settings, name: str, version: str) -> None:
+    """Print both directions of lineage for the production model version."""
+    from retailml.lineage.lineage_tracker import LineageTracker
+
+    tracker = LineageTracker(settings)
+    upstream = tracker.upstream(f"model.{name}", version)
+    groups: dict[str, list[str]] = {}
+    for dataset in upstream.datasets:
+        kind = dataset.split(".", 1)[0]
+        shown = f"run {dataset[4:12]}" if kind == "run" else dataset
+        groups.setdefault(kind, []).append(shown)
+    order = ("run", "model", "feature_set", "silver", "bronze", "file")
+    chain = [", ".join(groups.pop(kind)) for kind in order if kind in groups]
+    chain += [", ".join(rest) for rest in groups.values()]
+    out.print(f"    lineage:    {name} {version} (production) <- {' <- '.join(chain)}")
+    out.print(f"    $ retailml lineage show --model {name} --version {version}")
+    downstream = tracker.downstream("silver.transactions")
+    sets = [d.removeprefix("feature_set.") for d in downstream.feature_sets]
+    models = [d.removeprefix("model.") for d in downstream.models]
+    out.print(
+        f"    lineage:    silver.transactions feeds {len(sets)} feature sets ({', '.join(sets)}) "
+        f"and {len(models)} models ({', '.join(models)})"
+    )
+    out.print("    $ retailml lineage show silver.transactions --downstream")
 
 
 def _demo_serve(port: int, api_key: str) -> None:
