@@ -166,3 +166,25 @@ def test_an_unreachable_endpoint_never_breaks_the_work(settings: Settings) -> No
     event = emit_run("job.offline", inputs=["a"], outputs=["b"], settings=offline)
     assert event is not None  # still in the local file
     assert [e["job"]["name"] for e in read_events(offline)] == ["job.offline"]
+
+
+def test_lineage_respects_time_data_that_arrived_after_a_model_is_not_its_input(
+    settings: Settings,
+) -> None:
+    tracker = LineageTracker()
+    tracker.track_data_pipeline("ingest", inputs=["file.january"], outputs=["silver.sales"])
+    tracker.track_data_pipeline("train", inputs=["silver.sales"], outputs=["model.forecast"])
+    tracker.track_data_pipeline("ingest", inputs=["file.february"], outputs=["silver.sales"])
+    tracker.track_data_pipeline("retrain", inputs=["silver.sales"], outputs=["model.forecast_v2"])
+
+    first = tracker.upstream("model.forecast")
+    assert "file.january" in first.datasets
+    assert "file.february" not in first.datasets
+    later = tracker.upstream("model.forecast_v2")
+    assert {"file.january", "file.february"} <= set(later.datasets)
+    # Downstream, February's file feeds the retrained model only.
+    assert tracker.downstream("file.february").models == ("model.forecast_v2",)
+    assert set(tracker.downstream("file.january").models) == {
+        "model.forecast",
+        "model.forecast_v2",
+    }

@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from retailml.core.errors import ConfigError, NotFoundError, problem
@@ -279,26 +280,40 @@ class LineageTracker:
         *,
         upstream: bool,
     ) -> LineageGraph:
+        """Follow the runs that link datasets, respecting time.
+
+        A run can only have read what an earlier run wrote: upstream, a dataset's
+        producers count up to the time of the run that read it (so a file ingested
+        after a model was trained is not in that model's lineage, although silver
+        grew from it later); downstream, its consumers count from the time of the
+        run that wrote it. A dataset reached again under a wider time bound is
+        followed again.
+        """
         seen_steps: dict[str, LineageStep] = {}
-        seen_data: dict[str, None] = {}
+        bounds: dict[str, datetime] = {}
         queue: deque[LineageStep] = deque(first)
         while queue:
             step = queue.popleft()
             if step.run_id in seen_steps:
                 continue
             seen_steps[step.run_id] = step
-            nexts = step.inputs if upstream else step.outputs
-            for name in nexts:
-                if name in seen_data:
+            at = _event_time(step)
+            for name in step.inputs if upstream else step.outputs:
+                known = bounds.get(name)
+                if known is not None and (at <= known if upstream else at >= known):
                     continue
-                seen_data[name] = None
-                linked = [s for s in steps if name in (s.outputs if upstream else s.inputs)]
-                queue.extend(linked)
+                bounds[name] = at
+                queue.extend(
+                    s
+                    for s in steps
+                    if name in (s.outputs if upstream else s.inputs)
+                    and (_event_time(s) <= at if upstream else _event_time(s) >= at)
+                )
         ordered = sorted(seen_steps.values(), key=lambda s: s.event_time)
         return LineageGraph(
             dataset=dataset,
             direction="upstream" if upstream else "downstream",
-            datasets=tuple(seen_data),
+            datasets=tuple(bounds),
             steps=tuple(ordered),
         )
 
@@ -317,3 +332,9 @@ class LineageTracker:
                 subject="lineage",
             )
         )
+
+
+def _event_time(step: LineageStep) -> datetime:
+    """A step's event time, timezone-aware (OpenLineage writes ISO 8601)."""
+    at = datetime.fromisoformat(step.event_time.replace("Z", "+00:00"))
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
