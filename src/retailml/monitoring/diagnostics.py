@@ -39,15 +39,14 @@ recent windows and the ones before.
 *Health* (:meth:`~PerformanceDiagnostic.check_model_health`): the latest
 recorded error against the baseline (``accuracy``), latency percentiles and
 the error rate of the prediction log (``latency``), and the memory the loaded
-model holds, measured with :mod:`tracemalloc` while loading it
-(``memory_usage``).
+model holds, measured as the pickled size of its state (``memory_usage``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import tracemalloc
+import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -780,18 +779,11 @@ class PerformanceDiagnostic:
 
         directory = self._model_dir()
         on_disk = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-        started = not tracemalloc.is_tracing()
-        if started:
-            tracemalloc.start()
-        try:
-            before, _ = tracemalloc.get_traced_memory()
-            loaded = TrainingResult.load(directory)
-            after, peak = tracemalloc.get_traced_memory()
-        finally:
-            if started:
-                tracemalloc.stop()
-        held_mb = max(after - before, 0) / 2**20
-        peak_mb = max(peak - before, 0) / 2**20
+        loaded = TrainingResult.load(directory)
+        # The loaded model's state, measured as its pickled size: what the model holds,
+        # without tracing every allocation (tracemalloc's hooks can crash CPython 3.11
+        # when other threads allocate while tracing stops).
+        held_mb = len(pickle.dumps(loaded.model, protocol=pickle.HIGHEST_PROTOCOL)) / 2**20
         del loaded
         status: Status = "degraded" if held_mb > self.memory_limit_mb else "healthy"
         return HealthCheck(
@@ -800,9 +792,9 @@ class PerformanceDiagnostic:
             held_mb,
             self.memory_limit_mb,
             "MiB",
-            f"the loaded model holds {held_mb:.1f} MiB (peak {peak_mb:.1f} MiB while loading, "
-            f"{on_disk / 2**20:.1f} MiB on disk), measured with tracemalloc",
-            {"held_mb": held_mb, "peak_mb": peak_mb, "on_disk_mb": on_disk / 2**20},
+            f"the loaded model holds {held_mb:.1f} MiB of state (its pickled size; "
+            f"{on_disk / 2**20:.1f} MiB on disk)",
+            {"held_mb": held_mb, "on_disk_mb": on_disk / 2**20},
         )
 
     # --- recommendations ----------------------------------------------------------------------
