@@ -114,6 +114,15 @@ def train(
     cpus: Annotated[
         int | None, typer.Option(min=1, help="Threads/processes the estimator may use (n_jobs).")
     ] = None,
+    experiment_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--experiment-config",
+            dir_okay=False,
+            help="The guide's experiment config (experiment name, tracking URI, artifact "
+            "store, seed, run tags); default ./.mlflow/experiments/config.yaml if it exists.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train, cross-validate and track one model; save it and point <output-dir>/latest at it.
@@ -124,6 +133,11 @@ def train(
 
     Every run is recorded as a training job (its id is printed): a failed one
     can be analysed and restarted with `retailml recover JOB_ID`.
+
+    An experiment config (--experiment-config, or ./.mlflow/experiments/config.yaml)
+    names the MLflow experiment, its tracking URI (RETAILML_MLFLOW_TRACKING_URI
+    wins over it) and artifact store, the seed, and tags the run with the docker
+    image and code version.
 
     Example: retailml train --config configs/sales_forecast.yaml --output-dir artifacts/models/
     """
@@ -142,6 +156,11 @@ def train(
     )
     if n_trials is not None:
         inputs["n_trials"] = n_trials
+    experiment = _experiment_config(experiment_config, settings)
+    if experiment is not None:
+        inputs["experiment"] = experiment.to_inputs()
+        if experiment.seed is not None:
+            inputs["seed"] = experiment.seed
     db = PlatformDB.from_settings(settings)
     try:
         job = create_job(
@@ -206,6 +225,26 @@ def train(
     directory = Path(outcome["model_dir"])
     print_training(TrainingResult.load(directory), directory)
     out.print(f"job:        {job.id}")
+
+
+def _experiment_config(path: Path | None, settings: Settings) -> Any:
+    """The experiment config to train with (given, or discovered), its notes printed."""
+    from retailml.training._experiment_config import (
+        check_stores,
+        discover_experiment_config,
+        load_experiment_config,
+    )
+
+    if path is None:
+        path = discover_experiment_config()
+        if path is None:
+            return None
+    experiment = load_experiment_config(path)
+    err.print(f"experiment config: {escape(str(path))} (experiment {experiment.name!r})")
+    for note in experiment.notes(settings):
+        err.print(f"[yellow]warning:[/yellow] {escape(note)}")
+    check_stores(experiment, experiment.settings_for(settings)[0])
+    return experiment
 
 
 def _read_frame(path: Path) -> Any:

@@ -12,7 +12,10 @@ A job's ``inputs`` (shared by ``retailml train``, retraining and recovery)::
               "spec": {...}},
      "config": path or None,          # tuning: and validation: come from it
      "register": bool,
-     "resources": {"memory_mb": int | None, "cpus": int | None}}
+     "resources": {"memory_mb": int | None, "cpus": int | None},
+     # optional: an experiment config (.mlflow/experiments/config.yaml), see
+     # retailml.training._experiment_config
+     "experiment": {"path": str | None, "config": {...}}}
 
 Explicit inputs win over the config file's keys, so a recorded job trains the
 same way even after its config file changes (except ``tuning``/``validation``).
@@ -369,6 +372,7 @@ def train_config(
     cpus: int | None = None,
     db: PlatformDB | None = None,
     progress: Progress | None = None,
+    experiment_name: str | None = None,
 ) -> TrainedModel:
     """Train the model a config describes and save it under ``output_dir/<model_name>``.
 
@@ -380,6 +384,7 @@ def train_config(
         data_version: Train on exactly this version of silver transactions.
         cpus: The estimator's ``n_jobs`` (when it has one).
         progress: Called with one line about what is trained on what.
+        experiment_name: The MLflow experiment (default the model type).
     """
     from retailml.data.ingest import SILVER_TABLE
     from retailml.training._data import load_training_data
@@ -400,6 +405,7 @@ def train_config(
         n_splits=int(config.get("n_splits") or 5),
         tuning=tuning or None,
         random_state=seed,
+        experiment_name=experiment_name,
         settings=settings,
     )
     target = config.get("target")
@@ -480,21 +486,48 @@ def _train_inputs(
     db: PlatformDB | None,
     progress: Progress | None,
 ) -> dict[str, Any]:
+    from retailml.training._experiment_config import (
+        ExperimentConfig,
+        record_run,
+        start_experiment,
+    )
+
     config = config_from_inputs(inputs)
     data = dict(inputs.get("data") or {})
     resources = dict(inputs.get("resources") or {})
+    experiment = (
+        ExperimentConfig.from_inputs(inputs["experiment"]) if inputs.get("experiment") else None
+    )
+    warn = progress or _log_warning
+    seed = inputs.get("seed")
+    if experiment is not None:
+        settings, _ = experiment.settings_for(settings)
+        start_experiment(experiment, settings, warn)
+        if seed is None:
+            seed = experiment.seed
     trained = train_config(
         config,
         output_dir=output_dir,
         settings=settings,
-        seed=inputs.get("seed"),
+        seed=seed,
         n_trials=inputs.get("n_trials"),
         data_version=data.get("data_version"),
         cpus=resources.get("cpus"),
         db=db,
         progress=progress,
+        experiment_name=experiment.name if experiment is not None else None,
     )
-    return _outcome(trained)
+    outcome = _outcome(trained)
+    if experiment is not None:
+        record_run(experiment, str(trained.result.run_id))
+        outcome["experiment"] = experiment.name
+    return outcome
+
+
+def _log_warning(message: str) -> None:
+    import logging
+
+    logging.getLogger(__name__).warning("%s", message)
 
 
 def run_training_job(

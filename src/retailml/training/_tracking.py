@@ -9,7 +9,10 @@ empty, runs go to ``sqlite:///<home>/mlflow.db`` with artifacts under
 :func:`ensure_tracking` only fills the gap, and never switches stores while a
 run is active. Experiments retailml creates get their artifact location in
 the workspace; an experiment created directly with ``mlflow.set_experiment``
-gets MLflow's default location.
+gets MLflow's default location. An experiment config
+(:mod:`retailml.training._experiment_config`) sits in between: its
+``tracking_uri`` wins over the workspace default, the two settings above win
+over it, and its ``artifact_store`` is the location of a new experiment.
 
 What a training run records
 ---------------------------
@@ -135,15 +138,30 @@ def ensure_tracking(settings: Settings | None = None) -> str:
     return str(mlflow.get_tracking_uri())
 
 
-def experiment_id(name: str, settings: Settings | None = None) -> str:
-    """The id of an experiment, created with its artifacts in the workspace if new."""
+def chosen_tracking_uri() -> str | None:
+    """The tracking URI the user chose outside retailml (``MLFLOW_TRACKING_URI``), or None."""
+    current = str(mlflow.get_tracking_uri())
+    if is_tracking_uri_set() and not (_configured and current == _configured[-1]):  # type: ignore[no-untyped-call]
+        return current
+    return None
+
+
+def experiment_id(
+    name: str, settings: Settings | None = None, *, artifact_location: str | None = None
+) -> str:
+    """The id of an experiment, created with its artifacts in the workspace if new.
+
+    ``artifact_location`` (an experiment config's ``artifact_store``) replaces
+    the workspace location of a new experiment.
+    """
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
     settings = settings or get_settings()
-    location = None
-    if not settings.mlflow_tracking_uri or settings.mlflow_tracking_uri.startswith(
-        ("sqlite", "file")
+    location = artifact_location
+    if location is None and (
+        not settings.mlflow_tracking_uri
+        or settings.mlflow_tracking_uri.startswith(("sqlite", "file"))
     ):
         workspace = Workspace.from_settings(settings)
         location = (workspace.root / ARTIFACTS_DIR).resolve().as_uri()
