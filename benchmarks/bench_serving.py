@@ -85,6 +85,7 @@ def _panel(days: int = 120) -> pd.DataFrame:
 def prepare(home: Path) -> Path:
     """Train and register the model; returns the verified local copy of its MLflow model."""
     from retailml.core.settings import Settings
+    from retailml.governance.model_governance import ModelGovernance
     from retailml.registry import ModelRegistry
     from retailml.training.model_trainer import ModelTrainer
 
@@ -98,6 +99,16 @@ def prepare(home: Path) -> Path:
     ).train_sync(_panel(), target="sales_amount", model_name="sales_forecast")
     with ModelRegistry(settings) as registry:
         registry.register_model("sales_forecast", "1.0.0", result)
+        # Production needs an approved governance request, benchmarks included.
+        governance = ModelGovernance(settings, db=registry.db)
+        request = governance.request_approval(
+            "sales_forecast",
+            "1.0.0",
+            "production",
+            "serving benchmark",
+            approvers=["ml_engineer"],
+        )
+        governance.approve(request.id, approver="bench", role="ml_engineer", comment="benchmark")
         registry.set_alias("sales_forecast", "1.0.0", "production")
         path = registry.download_model("sales_forecast", "1.0.0")
     return Path(path)
