@@ -139,3 +139,29 @@ def test_retrain_and_jobs_errors_are_one_clear_line(
     assert "the id of a recorded training job" in err(capsys)
     assert main(["retrain", "--check", "--performance-threshold", "mape=0.2"]) == 1
     assert "--model NAME with trigger options" in err(capsys)
+
+
+def test_jobs_show_never_prints_a_password_from_the_inputs(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from retailml.core.db import PlatformDB
+    from retailml.core.jobs import create_job
+
+    db = PlatformDB.from_settings(settings)
+    try:
+        job = create_job(
+            db,
+            kind="train",
+            model_name="m",
+            inputs={
+                "experiment": {"tracking_uri": "postgresql+psycopg://ml:s3cret@db:5432/mlflow"}
+            },
+        )
+    finally:
+        db.dispose()
+    assert main(["jobs", "show", job.id, "--json"]) == 0
+    shown = capsys.readouterr().out
+    assert "s3cret" not in shown
+    assert "ml:***@db:5432" in shown
+    assert main(["jobs", "show", job.id]) == 0
+    assert "s3cret" not in capsys.readouterr().out

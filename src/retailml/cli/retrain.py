@@ -455,7 +455,8 @@ def jobs_show(
         record = get_job(db, job_id)
     finally:
         db.dispose()
-    data = record.to_dict()
+    # Inputs may hold a tracking store URL with its password (recovery reconnects with it).
+    data = _masked(record.to_dict())
     if as_json:
         _print_json(data)
         return
@@ -464,8 +465,19 @@ def jobs_show(
     for key in ("created_at", "started_at", "heartbeat_at", "finished_at", "duration_s"):
         out.print(f"{key:<14} {data[key]}")
     out.print("inputs:")
-    out.print_json(json.dumps(record.inputs, default=str))
+    out.print_json(json.dumps(data["inputs"], default=str))
     out.print("outcome:")
-    out.print_json(json.dumps(record.outcome, default=str))
+    out.print_json(json.dumps(data["outcome"], default=str))
     if record.error_type:
         out.print(f"[red]error[/red] {record.error_type}: {escape(record.error_message or '')}")
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with every URL password inside it replaced by ``***``."""
+    from retailml.core.settings import masked_setting
+
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    return masked_setting("", value) if isinstance(value, str) else value
