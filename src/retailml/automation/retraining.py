@@ -91,7 +91,7 @@ from retailml.automation._triggers import (
     parse_triggers,
 )
 from retailml.core import jobs
-from retailml.core.db import PlatformDB, new_id
+from retailml.core.db import UsesPlatformDB, new_id
 from retailml.core.db_jobs import TrainingJob
 from retailml.core.db_registry import ModelVersionRecord
 from retailml.core.errors import ConfigError, NotFoundError, StateError, problem
@@ -415,7 +415,7 @@ class RetrainRun:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
-class AutoRetrainingPipeline:
+class AutoRetrainingPipeline(UsesPlatformDB):
     """Decide when a model needs retraining, retrain it, compare it, and deploy it governed.
 
     Args:
@@ -487,8 +487,7 @@ class AutoRetrainingPipeline:
             )
         self.heartbeat_s = float(heartbeat_s)
         self.lease_ttl = timedelta(seconds=lease_ttl_s)
-        self.settings = settings or get_settings()
-        self._db: PlatformDB | None = None
+        self._use_db(settings or get_settings(), None)
         self._registry: ModelRegistry | None = None
         self._last_decision: RetrainDecision | None = None
 
@@ -498,27 +497,12 @@ class AutoRetrainingPipeline:
             f"triggers={self.triggers.to_dict()!r})"
         )
 
-    def __enter__(self) -> AutoRetrainingPipeline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections (the registry's too)."""
         if self._registry is not None:
             self._registry.close()
             self._registry = None
-        if self._db is not None:
-            self._db.dispose()
-            self._db = None
-
-    @property
-    def db(self) -> PlatformDB:
-        """The platform database (migrated on first use)."""
-        if self._db is None:
-            self._db = PlatformDB.from_settings(self.settings)
-        return self._db
+        super().close()
 
     @property
     def registry(self) -> ModelRegistry:

@@ -52,7 +52,7 @@ from retailml.automation.retraining import (
     RetrainRun,
 )
 from retailml.core import jobs
-from retailml.core.db import PlatformDB
+from retailml.core.db import UsesPlatformDB
 from retailml.core.errors import ConfigError, RetailMLError, problem
 from retailml.core.io import read_yaml_mapping
 from retailml.core.settings import Settings, get_settings
@@ -244,7 +244,7 @@ class TickReport:
         }
 
 
-class Scheduler:
+class Scheduler(UsesPlatformDB):
     """Runs the schedules: each tick reaps stale jobs, then checks and retrains each model.
 
     Args:
@@ -277,7 +277,7 @@ class Scheduler:
                 )
             )
         self.ticks = 0
-        self._db: PlatformDB | None = None
+        self._use_db(self.settings, None)
         self._pipelines = {
             entry.model_name: AutoRetrainingPipeline(
                 entry.model_name,
@@ -292,26 +292,11 @@ class Scheduler:
             for entry in schedules.models
         }
 
-    @property
-    def db(self) -> PlatformDB:
-        """The platform database."""
-        if self._db is None:
-            self._db = PlatformDB.from_settings(self.settings)
-        return self._db
-
     def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections (the pipelines' too)."""
         for pipeline in self._pipelines.values():
             pipeline.close()
-        if self._db is not None:
-            self._db.dispose()
-            self._db = None
-
-    def __enter__(self) -> Scheduler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
     async def tick(
         self, now: datetime | None = None, stop: asyncio.Event | None = None

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import (
     JSON,
@@ -225,6 +225,44 @@ class PlatformDB:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class UsesPlatformDB:
+    """Mixin for objects that use the platform database and can be used in ``with``.
+
+    The database is the one given to the constructor (shared, never closed
+    here) or one opened from ``settings`` on first use and disposed by
+    :meth:`close`. Subclasses call :meth:`_use_db` in ``__init__`` and extend
+    :meth:`close` for anything else they own.
+    """
+
+    settings: Settings
+    _db: PlatformDB | None
+    _owns_db: bool
+
+    def _use_db(self, settings: Settings, db: PlatformDB | None) -> None:
+        self.settings = settings
+        self._db = db
+        self._owns_db = db is None
+
+    @property
+    def db(self) -> PlatformDB:
+        """The platform database (opened and migrated on first use)."""
+        if self._db is None:
+            self._db = PlatformDB.from_settings(self.settings)
+        return self._db
+
+    def close(self) -> None:
+        """Release the database connections this object opened itself."""
+        if self._db is not None and self._owns_db:
+            self._db.dispose()
+            self._db = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class FeatureBuild(Base):

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
-from retailml.core.db import PlatformDB
+from retailml.core.db import PlatformDB, UsesPlatformDB
 from retailml.core.db_deploy import Deployment, PredictionLogEntry
 from retailml.core.db_monitoring import ModelPerformanceRecord
 from retailml.core.errors import ConfigError, DataValidationError, NotFoundError, problem
@@ -246,7 +246,7 @@ class Recommendation:
 # --- the diagnostic -------------------------------------------------------------------------
 
 
-class PerformanceDiagnostic:
+class PerformanceDiagnostic(UsesPlatformDB):
     """Why is a model degrading? Data drift, concept drift, health, and what to do.
 
     Args:
@@ -285,9 +285,7 @@ class PerformanceDiagnostic:
                 problem("a model name", repr(model_name), "pass e.g. PerformanceDiagnostic('x')")
             )
         self.model_name = str(model_name)
-        self.settings = settings or get_settings()
-        self._db = db
-        self._owns_db = db is None
+        self._use_db(settings or get_settings(), db)
         self._version = model_version
         self._model_path = Path(model_path) if model_path is not None else None
         self._current = current_data
@@ -300,25 +298,6 @@ class PerformanceDiagnostic:
 
     def __repr__(self) -> str:
         return f"PerformanceDiagnostic({self.model_name!r})"
-
-    @property
-    def db(self) -> PlatformDB:
-        """The platform database (opened and migrated on first use)."""
-        if self._db is None:
-            self._db = PlatformDB.from_settings(self.settings)
-        return self._db
-
-    def close(self) -> None:
-        """Release the database connection the diagnostic opened itself."""
-        if self._db is not None and self._owns_db:
-            self._db.dispose()
-            self._db = None
-
-    def __enter__(self) -> PerformanceDiagnostic:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- what the model is --------------------------------------------------------------------
 

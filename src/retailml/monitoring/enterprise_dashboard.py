@@ -65,7 +65,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from sqlalchemy import case, func, select, text
 
-from retailml.core.db import PlatformDB, utcnow
+from retailml.core.db import PlatformDB, UsesPlatformDB, utcnow
 from retailml.core.db_deploy import Deployment, PredictionLogEntry
 from retailml.core.db_monitoring import AlertRecord, DriftReportRecord, ModelPerformanceRecord
 from retailml.core.errors import ConfigError, problem
@@ -205,7 +205,7 @@ class Panel:
         }
 
 
-class MLOpsDashboard:
+class MLOpsDashboard(UsesPlatformDB):
     """Builds monitoring panels from the platform database and renders them as HTML.
 
     Args:
@@ -214,9 +214,7 @@ class MLOpsDashboard:
     """
 
     def __init__(self, settings: Settings | None = None, *, db: PlatformDB | None = None) -> None:
-        self.settings = settings or get_settings()
-        self._db = db
-        self._owns_db = db is None
+        self._use_db(settings or get_settings(), db)
         #: The panels created so far, in order (what :meth:`render_html` shows by default).
         self.panels: list[Panel] = []
         self._local = threading.local()
@@ -234,25 +232,6 @@ class MLOpsDashboard:
             yield
         finally:
             self._local.detached = previous
-
-    @property
-    def db(self) -> PlatformDB:
-        """The platform database (opened and migrated on first use)."""
-        if self._db is None:
-            self._db = PlatformDB.from_settings(self.settings)
-        return self._db
-
-    def close(self) -> None:
-        """Release the database connections the dashboard opened itself."""
-        if self._db is not None and self._owns_db:
-            self._db.dispose()
-            self._db = None
-
-    def __enter__(self) -> MLOpsDashboard:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # --- models -------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
-from retailml.core.db import PlatformDB, utcnow
+from retailml.core.db import PlatformDB, UsesPlatformDB, utcnow
 from retailml.core.db_deploy import PredictionLogEntry
 from retailml.core.db_monitoring import DriftReportRecord, ModelPerformanceRecord
 from retailml.core.errors import ConfigError, DataValidationError, problem
@@ -120,7 +120,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class ModelMonitor:
+class ModelMonitor(UsesPlatformDB):
     """Watches one model version in production.
 
     Args:
@@ -151,9 +151,7 @@ class ModelMonitor:
             )
         self.model_name = str(model_name)
         self.model_version = str(model_version)
-        self.settings = settings or get_settings()
-        self._db = db
-        self._owns_db = db is None
+        self._use_db(settings or get_settings(), db)
         self._alerts = alerts
         self._owns_alerts = alerts is None
 
@@ -162,22 +160,7 @@ class ModelMonitor:
         if self._alerts is not None and self._owns_alerts:
             self._alerts.close()
             self._alerts = None
-        if self._db is not None and self._owns_db:
-            self._db.dispose()
-            self._db = None
-
-    def __enter__(self) -> ModelMonitor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def db(self) -> PlatformDB:
-        """The platform database (opened and migrated on first use)."""
-        if self._db is None:
-            self._db = PlatformDB.from_settings(self.settings)
-        return self._db
+        super().close()
 
     @property
     def alerts(self) -> AlertManager:

@@ -53,7 +53,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from retailml.core.db import PlatformDB
+from retailml.core.db import PlatformDB, UsesPlatformDB
 from retailml.core.errors import NotFoundError, StateError, problem
 from retailml.core.jobs import JobRecord, create_job, get_job, list_jobs
 from retailml.core.settings import Settings, get_settings
@@ -192,7 +192,7 @@ class ResourceAdjustment:
         return asdict(self)
 
 
-class TrainingRecovery:
+class TrainingRecovery(UsesPlatformDB):
     """Analyse a failed training job and restart it with a fix (see the module docstring).
 
     Args:
@@ -207,34 +207,13 @@ class TrainingRecovery:
     def __init__(
         self, job_id: str, *, settings: Settings | None = None, db: PlatformDB | None = None
     ) -> None:
-        self.settings = settings or get_settings()
-        self._db = db
-        self._owns_db = db is None
+        self._use_db(settings or get_settings(), db)
         self.job: JobRecord = get_job(self.db, str(job_id))
         #: The inputs the restarted job will get (the failed job's, plus the fixes).
         self.inputs: dict[str, Any] = copy.deepcopy(self.job.inputs)
         #: What was changed, one line per fix.
         self.changes: list[str] = []
         self._analysis: FailureAnalysis | None = None
-
-    @property
-    def db(self) -> PlatformDB:
-        """The platform database (opened and migrated on first use)."""
-        if self._db is None:
-            self._db = PlatformDB.from_settings(self.settings)
-        return self._db
-
-    def close(self) -> None:
-        """Release the database connection the recovery opened itself."""
-        if self._db is not None and self._owns_db:
-            self._db.dispose()
-            self._db = None
-
-    def __enter__(self) -> TrainingRecovery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"TrainingRecovery({self.job.id!r}, model={self.job.model_name!r})"
