@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 from sqlalchemy import func, select
 
 from retailml.automation._durations import format_age, parse_age
+from retailml.core.db import as_utc
 from retailml.core.db_ab import ABTestRecord
 from retailml.core.db_deploy import Deployment as DeploymentRow
 from retailml.core.db_deploy import PredictionLogEntry
@@ -177,10 +178,6 @@ class CleanupReport:
         )
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def protected_versions(registry: ModelRegistry) -> dict[tuple[str, str], list[str]]:
     """``(model, version) -> reasons`` for every version that serves or is about to.
 
@@ -219,7 +216,7 @@ def last_use(registry: ModelRegistry, model: RegisteredModel) -> tuple[datetime,
 
     The registry counts a registration as a use, so a new model is never idle.
     """
-    uses = [(_aware(model.last_used), "registry load or registration")]
+    uses = [(as_utc(model.last_used), "registry load or registration")]
     with registry.db.session() as session:
         served = session.scalar(
             select(func.max(PredictionLogEntry.created_at)).where(
@@ -230,9 +227,9 @@ def last_use(registry: ModelRegistry, model: RegisteredModel) -> tuple[datetime,
             select(func.max(DeploymentRow.updated_at)).where(DeploymentRow.model_name == model.name)
         )
     if served is not None:
-        uses.append((_aware(served), "served prediction"))
+        uses.append((as_utc(served), "served prediction"))
     if deployed is not None:
-        uses.append((_aware(deployed), "deployment change"))
+        uses.append((as_utc(deployed), "deployment change"))
     return max(uses, key=lambda use: use[0])
 
 
@@ -259,7 +256,7 @@ def plan_cleanup(
         now: The time ages are measured from (default the current time).
     """
     policy = policy or CleanupPolicy()
-    now = _aware(now) if now is not None else datetime.now(UTC)
+    now = as_utc(now) if now is not None else datetime.now(UTC)
     report = CleanupReport(dry_run=True, policy=policy, now=now)
     protected = protected_versions(registry)
     chosen: dict[tuple[str, str], ProtectedVersion] = {}
@@ -277,7 +274,7 @@ def plan_cleanup(
         deleted: set[str] = set()
         if model.environment != "production":
             for version in versions[policy.keep :]:
-                age = now - _aware(version.created_at)
+                age = now - as_utc(version.created_at)
                 if age <= policy.older_than or spare(model.name, version.version):
                     continue
                 deleted.add(version.version)

@@ -31,7 +31,7 @@ import duckdb
 from sqlalchemy import func, select
 
 from retailml.automation._durations import format_age
-from retailml.core.db import DataVersion, IngestionRun, PlatformDB
+from retailml.core.db import DataVersion, IngestionRun, PlatformDB, as_utc
 from retailml.core.db_deploy import Deployment as DeploymentRow
 from retailml.core.settings import Settings, get_settings
 from retailml.core.workspace import Workspace
@@ -129,12 +129,6 @@ class FreshnessReport:
         )
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _newest(files: list[Path], column: str) -> datetime | None:
     """``max(column)`` over Parquet files (DuckDB reads the row-group statistics)."""
     if not files:
@@ -146,7 +140,7 @@ def _newest(files: list[Path], column: str) -> datetime | None:
         ).fetchone()
     value = row[0] if row else None
     if isinstance(value, datetime):
-        return _aware(value)
+        return as_utc(value)
     if value is not None and hasattr(value, "isoformat"):  # a calendar date
         return datetime.fromisoformat(value.isoformat()).replace(tzinfo=UTC)
     return None
@@ -199,7 +193,7 @@ def _silver(
             "no silver transactions; ingest data: retailml data ingest PATH",
         )
     newest = _newest(parts, "invoice_date")
-    arrived = _aware(ingested) or _aware(latest.created_at)
+    arrived = as_utc(ingested) or as_utc(latest.created_at)
     status, problems, event_age, age = _judge(newest, arrived, now, max_age, max_event_age)
     detail = (
         "; ".join(problems) + "; ingest the new transactions: retailml data ingest PATH"
@@ -225,7 +219,7 @@ def _feature_sets(
         if version is None:
             continue
         manifest = Manifest.read(directory / version)
-        built = _aware(datetime.fromisoformat(manifest.created_at))
+        built = as_utc(datetime.fromisoformat(manifest.created_at))
         newest = _newest(
             sorted((directory / version).rglob("*.parquet")), manifest.timestamp_column
         )
@@ -334,7 +328,7 @@ def _models(
                     )
                     or 0
                 )
-        arrived = _aware(row.created_at) if row is not None else None
+        arrived = as_utc(row.created_at) if row is not None else None
         if data_version == current:
             status, detail = "current", "trained on the current silver data"
         else:
@@ -383,7 +377,7 @@ def check_freshness(
         A :class:`FreshnessReport`; ``report.stale`` tells a script to stop.
     """
     settings = settings or get_settings()
-    now = _aware(now) or datetime.now(UTC)
+    now = as_utc(now) or datetime.now(UTC)
     workspace = Workspace.from_settings(settings)
     report = FreshnessReport(now=now, max_age=max_age, max_event_age=max_event_age)
     db = PlatformDB.from_settings(settings)

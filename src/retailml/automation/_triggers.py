@@ -35,13 +35,13 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from croniter import croniter  # type: ignore[import-untyped]
 from sqlalchemy import select
 
-from retailml.core.db import DataVersion, PlatformDB
+from retailml.core.db import DataVersion, PlatformDB, as_utc
 from retailml.core.db_jobs import TrainingJob
 from retailml.core.db_monitoring import DriftReportRecord, ModelPerformanceRecord
 from retailml.core.errors import ConfigError, problem
@@ -285,14 +285,10 @@ def parse_triggers(triggers: Mapping[str, Any] | None) -> Triggers:
     )
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def next_due(cron: str, after: datetime) -> datetime:
     """The first time of ``cron`` strictly after ``after`` (UTC)."""
-    due: datetime = croniter(cron, _utc(after)).get_next(datetime)
-    return _utc(due)
+    due: datetime = croniter(cron, as_utc(after)).get_next(datetime)
+    return as_utc(due)
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -311,7 +307,7 @@ def last_retrain(db: PlatformDB, model_name: str) -> datetime | None:
             .order_by(TrainingJob.created_at.desc())
             .limit(1)
         ).first()
-    return _utc(created) if created is not None else None
+    return as_utc(created) if created is not None else None
 
 
 def last_retrain_data_version(db: PlatformDB, model_name: str) -> str | None:
@@ -411,7 +407,7 @@ def check_performance(
         value,
         limit,
         f"{metric} {value:.4g} {sign} {limit:g} (production {version}, "
-        f"window ending {_utc(row[1]):%Y-%m-%d})",
+        f"window ending {as_utc(row[1]):%Y-%m-%d})",
         metric,
     )
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, overload
 
 from sqlalchemy import (
     JSON,
@@ -45,6 +45,17 @@ _LOCK_KEY = 0x72746D6C
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (the platform's only clock)."""
     return datetime.now(UTC)
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands them back naive; they are UTC)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def new_id() -> str:

@@ -19,8 +19,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from retailml.core.db import Base, utcnow
 
@@ -92,3 +92,18 @@ class PredictionLogEntry(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def is_active_deployment(
+    session: Session, model_name: str, version: str, environment: str = "production"
+) -> bool:
+    """Whether ``version`` of ``model_name`` is an active deployment of ``environment``."""
+    found = session.scalars(
+        select(Deployment.id).where(
+            Deployment.model_name == model_name,
+            Deployment.version == version,
+            Deployment.environment == environment,
+            Deployment.status == "active",
+        )
+    ).first()
+    return found is not None

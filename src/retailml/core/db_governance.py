@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from retailml.core.db import Base, utcnow
 
@@ -64,3 +64,18 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+def has_approved_request(
+    session: Session, model_name: str, model_version: str, deployment_target: str = "production"
+) -> bool:
+    """Whether an approved request covers this version and target."""
+    found = session.scalars(
+        select(ApprovalRequestRecord.id).where(
+            ApprovalRequestRecord.model_name == model_name,
+            ApprovalRequestRecord.model_version == model_version,
+            ApprovalRequestRecord.deployment_target == deployment_target,
+            ApprovalRequestRecord.status == "approved",
+        )
+    ).first()
+    return found is not None

@@ -11,23 +11,16 @@ from __future__ import annotations
 import os
 import socket
 import traceback
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from retailml.core.db import PlatformDB, new_id, utcnow
+from retailml.core.db import PlatformDB, as_utc, new_id, utcnow
 from retailml.core.db_jobs import JobLease, TrainingJob
 from retailml.core.errors import NotFoundError, problem
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """Aware UTC (SQLite hands stored datetimes back naive; they were written as UTC)."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def worker_id() -> str:
@@ -60,26 +53,13 @@ class JobRecord:
 
     @classmethod
     def of(cls, row: TrainingJob) -> JobRecord:
-        return cls(
-            id=row.id,
-            kind=row.kind,
-            model_name=row.model_name,
-            model_type=row.model_type,
-            algorithm=row.algorithm,
-            status=row.status,
-            trigger=row.trigger,
-            inputs=dict(row.inputs or {}),
-            outcome=dict(row.outcome or {}),
-            error_type=row.error_type,
-            error_message=row.error_message,
-            error_traceback=row.error_traceback,
-            parent_job_id=row.parent_job_id,
-            owner=row.owner,
-            created_at=_utc(row.created_at) or row.created_at,
-            started_at=_utc(row.started_at),
-            heartbeat_at=_utc(row.heartbeat_at),
-            finished_at=_utc(row.finished_at),
-        )
+        values = {f.name: getattr(row, f.name) for f in fields(cls)}
+        for name, value in values.items():
+            if isinstance(value, datetime):
+                values[name] = as_utc(value)
+        values["inputs"] = dict(row.inputs or {})
+        values["outcome"] = dict(row.outcome or {})
+        return cls(**values)
 
     @property
     def duration_s(self) -> float | None:
@@ -234,7 +214,7 @@ def reap_stale_jobs(
     reaped: list[JobRecord] = []
     with db.session() as session:
         for row in session.scalars(query).all():
-            beat = _utc(row.heartbeat_at or row.started_at or row.created_at)
+            beat = as_utc(row.heartbeat_at or row.started_at or row.created_at)
             assert beat is not None
             if beat < cutoff:
                 row.status = "abandoned"
@@ -313,6 +293,6 @@ def lease_holder(db: PlatformDB, key: str) -> tuple[str, datetime] | None:
         row = session.get(JobLease, key)
         if row is None:
             return None
-        expires = _utc(row.expires_at)
+        expires = as_utc(row.expires_at)
         assert expires is not None
         return (row.owner, expires)

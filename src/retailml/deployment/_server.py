@@ -46,14 +46,14 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Final
 
 from sqlalchemy import select, update
 
 from retailml.core.audit import append_audit
-from retailml.core.db import PlatformDB, new_id, utcnow
+from retailml.core.db import PlatformDB, as_utc, new_id, utcnow
 from retailml.core.db_deploy import Deployment as DeploymentRow
 from retailml.core.db_deploy import PredictionLogEntry
 from retailml.core.db_deploy import Rollout as RolloutRow
@@ -90,11 +90,6 @@ _GUIDE_CONFIG: Final = (
 
 
 # --- results ----------------------------------------------------------------------------------
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite returns naive datetimes; every stored time is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +142,8 @@ class Deployment:
             health=dict(row.health or {}),
             created_by=row.created_by,
             reason=row.reason,
-            created_at=_aware(row.created_at),
-            updated_at=_aware(row.updated_at),
+            created_at=as_utc(row.created_at),
+            updated_at=as_utc(row.updated_at),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,8 +201,8 @@ class Rollout:
             state=row.state,
             observed=dict(row.observed or {}),
             reason=row.reason,
-            started_at=_aware(row.started_at),
-            ended_at=_aware(row.ended_at) if row.ended_at else None,
+            started_at=as_utc(row.started_at),
+            ended_at=as_utc(row.ended_at) if row.ended_at else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -1063,7 +1058,7 @@ class ModelServer:
         A finished rollout is returned unchanged, so any number of processes
         may evaluate the same rollouts.
         """
-        now = _aware(now) if now is not None else utcnow()
+        now = as_utc(now) if now is not None else utcnow()
         rollout = self.get_rollout(rollout_id)
         if not rollout.running:
             return rollout

@@ -725,21 +725,14 @@ class ABTestManager:
     def _require_production_approval(self, arms: Sequence[ModelArm]) -> None:
         """A running test splits production traffic: each arm's version needs an approved
         governance request for production, unless it is production's active deployment."""
-        from retailml.core.db_deploy import Deployment
+        from retailml.core.db_deploy import is_active_deployment
         from retailml.governance.model_governance import ModelGovernance
 
         governance = ModelGovernance(self.settings or get_settings(), db=self.db)
         for arm in arms:
             with self.db.session() as session:
-                serving = session.scalars(
-                    select(Deployment.id).where(
-                        Deployment.model_name == arm.model_name,
-                        Deployment.version == arm.model_version,
-                        Deployment.environment == "production",
-                        Deployment.status == "active",
-                    )
-                ).first()
-            if serving is None:
+                serving = is_active_deployment(session, arm.model_name, arm.model_version)
+            if not serving:
                 governance.require_approval(arm.model_name, arm.model_version, "production")
 
     # -- reading -------------------------------------------------------------------

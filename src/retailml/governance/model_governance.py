@@ -73,7 +73,12 @@ from retailml.core.audit import (
     verify_audit,
 )
 from retailml.core.db import PlatformDB, new_id, utcnow
-from retailml.core.db_governance import ApprovalDecisionRecord, ApprovalRequestRecord, AuditEntry
+from retailml.core.db_governance import (
+    ApprovalDecisionRecord,
+    ApprovalRequestRecord,
+    AuditEntry,
+    has_approved_request,
+)
 from retailml.core.errors import ConfigError, NotFoundError, StateError, problem
 from retailml.core.settings import Settings, get_settings
 from retailml.training._anomaly import AnomalyDetector
@@ -405,17 +410,7 @@ class ModelGovernance:
     ) -> bool:
         """True when an approved request covers this version and target."""
         with self.db.session() as session:
-            return (
-                session.scalars(
-                    select(ApprovalRequestRecord.id).where(
-                        ApprovalRequestRecord.model_name == model_name,
-                        ApprovalRequestRecord.model_version == model_version,
-                        ApprovalRequestRecord.deployment_target == deployment_target,
-                        ApprovalRequestRecord.status == "approved",
-                    )
-                ).first()
-                is not None
-            )
+            return has_approved_request(session, model_name, model_version, deployment_target)
 
     def approved_request(
         self, model_name: str, model_version: str, deployment_target: str = "production"

@@ -34,6 +34,14 @@ _DEFAULT_CONCEPT_THRESHOLDS = {"mannwhitney": 0.01, "page_hinkley": 5.0}
 PAGE_HINKLEY_DELTA = 0.5
 
 
+def finite_or_none(value: Any) -> float | None:
+    """A finite float, or None for None, NaN and infinities (JSON has no NaN)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def check_metrics(metrics: Sequence[str] | str) -> list[str]:
     """The metric names, validated (ConfigError naming the known ones)."""
     names = [metrics] if isinstance(metrics, str) else list(metrics)

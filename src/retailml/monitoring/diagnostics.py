@@ -49,7 +49,7 @@ import math
 import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -63,7 +63,7 @@ from retailml.core.db_monitoring import ModelPerformanceRecord
 from retailml.core.errors import ConfigError, DataValidationError, NotFoundError, problem
 from retailml.core.jobs import JobRecord, list_jobs
 from retailml.core.settings import Settings, get_settings
-from retailml.monitoring._performance import METRICS, concept_drift
+from retailml.monitoring._performance import METRICS, concept_drift, finite_or_none
 from retailml.monitoring.model_monitor import ModelMonitor
 
 __all__ = [
@@ -86,19 +86,6 @@ _LOG_ROWS: Final = 50_000
 UNVERSIONED: Final = "unversioned"
 
 Status = Literal["healthy", "degraded", "unknown"]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _iso(value: datetime | pd.Timestamp | None) -> str | None:
@@ -476,12 +463,12 @@ class PerformanceDiagnostic(UsesPlatformDB):
             details[name] = {
                 "kind": verdict.kind,
                 "test": verdict.test,
-                "statistic": _num(verdict.statistic),
+                "statistic": finite_or_none(verdict.statistic),
                 "threshold": verdict.threshold,
                 "drifted": verdict.drifted,
-                "psi": _num(stats.get("psi")),
-                "reference_mean": _num(stats.get("reference_mean")),
-                "current_mean": _num(stats.get("current_mean")),
+                "psi": finite_or_none(stats.get("psi")),
+                "reference_mean": finite_or_none(stats.get("reference_mean")),
+                "current_mean": finite_or_none(stats.get("current_mean")),
                 "unseen_categories": list(verdict.unseen_categories),
             }
 
@@ -740,14 +727,14 @@ class PerformanceDiagnostic(UsesPlatformDB):
         return HealthCheck(
             "latency",
             status,
-            _num(p95),
+            finite_or_none(p95),
             self.latency_p95_ms,
             "ms",
             detail,
             {
-                "p50_ms": _num(p50),
-                "p95_ms": _num(p95),
-                "p99_ms": _num(p99),
+                "p50_ms": finite_or_none(p50),
+                "p95_ms": finite_or_none(p95),
+                "p99_ms": finite_or_none(p99),
                 "error_rate": error_rate,
                 "n": len(rows),
             },

@@ -56,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +65,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from sqlalchemy import case, func, select, text
 
-from retailml.core.db import PlatformDB, UsesPlatformDB, utcnow
+from retailml.core.db import PlatformDB, UsesPlatformDB, as_utc, utcnow
 from retailml.core.db_deploy import Deployment, PredictionLogEntry
 from retailml.core.db_monitoring import AlertRecord, DriftReportRecord, ModelPerformanceRecord
 from retailml.core.errors import ConfigError, problem
 from retailml.core.settings import Settings, get_settings
+from retailml.monitoring._performance import finite_or_none
 
 __all__ = [
     "HEALTH_COMPONENTS",
@@ -118,20 +119,6 @@ def parse_duration(value: str | timedelta) -> timedelta:
             )
         )
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _num(value: Any) -> float | None:
-    """A finite float or None (JSON has no NaN)."""
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _level(status: str) -> float:
@@ -294,7 +281,7 @@ class MLOpsDashboard(UsesPlatformDB):
                 )
             )
         window = parse_duration(time_window)
-        end = _utc(now) or utcnow()
+        end = as_utc(now) or utcnow()
         start = end - window
         names = self.resolve_models(models)
         perf = self._performance_frame(names, start, end)
@@ -430,7 +417,7 @@ class MLOpsDashboard(UsesPlatformDB):
             fig.add_trace(
                 go.Scatter(
                     x=group["window_end"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").tolist(),
-                    y=[_num(v) for v in y],
+                    y=[finite_or_none(v) for v in y],
                     mode="lines+markers",
                     name=f"{name} {version}",
                 )
@@ -480,9 +467,9 @@ class MLOpsDashboard(UsesPlatformDB):
         for metric in _STORED_METRICS:
             values = mine.loc[mine["metric"] == metric, "value"].dropna()
             if not values.empty:
-                row[metric] = _num(values.iloc[-1])
+                row[metric] = finite_or_none(values.iloc[-1])
         mape = row.get("mape")
-        row["accuracy"] = None if mape is None else _num(1.0 - mape)
+        row["accuracy"] = None if mape is None else finite_or_none(1.0 - mape)
         served = log[(log["model_name"] == name) & (log["model_version"] == version)]
         buckets = series[(series["model_name"] == name) & (series["model_version"] == version)]
         row["requests"] = len(served)
@@ -491,11 +478,11 @@ class MLOpsDashboard(UsesPlatformDB):
             row.update(throughput_rpm=0.0, peak_rpm=0.0)
         else:
             latency = served["latency_ms"].to_numpy(np.float64)
-            row["latency_p50_ms"] = _num(np.percentile(latency, 50))
-            row["latency_p95_ms"] = _num(np.percentile(latency, 95))
-            row["error_rate"] = _num(served["failed"].mean())
-            row["throughput_rpm"] = _num(len(served) / minutes)
-            row["peak_rpm"] = _num(buckets["rpm"].max())
+            row["latency_p50_ms"] = finite_or_none(np.percentile(latency, 50))
+            row["latency_p95_ms"] = finite_or_none(np.percentile(latency, 95))
+            row["error_rate"] = finite_or_none(served["failed"].mean())
+            row["throughput_rpm"] = finite_or_none(len(served) / minutes)
+            row["peak_rpm"] = finite_or_none(buckets["rpm"].max())
         statuses = ["unknown"]
         if mape is not None:
             statuses.append(
@@ -549,7 +536,7 @@ class MLOpsDashboard(UsesPlatformDB):
                 )
             )
         window = parse_duration(time_window)
-        end = _utc(now) or utcnow()
+        end = as_utc(now) or utcnow()
         names = self.resolve_models(models)
         wanted = list(dict.fromkeys(features)) if features else None
         record = DriftReportRecord
@@ -564,11 +551,11 @@ class MLOpsDashboard(UsesPlatformDB):
         )
         with self.db.session() as session:
             runs = [
-                (r.model_name, r.model_version, _utc(r.created_at), dict(r.details or {}))
+                (r.model_name, r.model_version, as_utc(r.created_at), dict(r.details or {}))
                 for r in session.scalars(query)
             ]
         history: list[dict[str, Any]] = []
-        latest: dict[tuple[str, str], tuple[datetime | None, dict[str, Any]]] = {}
+        latest: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}
         for name, version, created, details in runs:
             columns = details.get("columns", {})
             shown = wanted if wanted is not None else list(columns)
@@ -607,8 +594,8 @@ class MLOpsDashboard(UsesPlatformDB):
                         "version": version,
                         "feature": feature,
                         "test": verdict.get("test"),
-                        "statistic": _num(verdict.get("statistic")),
-                        "p_value": _num(verdict.get("p_value")),
+                        "statistic": finite_or_none(verdict.get("statistic")),
+                        "p_value": finite_or_none(verdict.get("p_value")),
                         "alert_threshold": threshold,
                         "drifted": flagged,
                         "status": "degraded" if flagged else "healthy",
@@ -746,7 +733,7 @@ class MLOpsDashboard(UsesPlatformDB):
                     subject="create_health_panel",
                 )
             )
-        end = _utc(now) or utcnow()
+        end = as_utc(now) or utcnow()
         recent_window = parse_duration(recent)
         stale = parse_duration(stale_after)
         rows: list[dict[str, Any]] = []
@@ -949,7 +936,7 @@ class MLOpsDashboard(UsesPlatformDB):
                     "status": _worst(statuses or ["healthy"]),
                     "requests": total,
                     "server_errors": bad,
-                    "error_rate": _num(rate),
+                    "error_rate": finite_or_none(rate),
                     "active_deployments": deployments,
                     "detail": "; ".join(detail),
                 }
@@ -980,7 +967,7 @@ class MLOpsDashboard(UsesPlatformDB):
             row: dict[str, Any] = {"component": "monitoring", "model": name}
             statuses, detail = [], []
             for key, stamps in (("performance", last_perf), ("drift", last_drift)):
-                stamp = _utc(stamps.get(name))
+                stamp = as_utc(stamps.get(name))
                 if stamp is None:
                     row[f"{key}_age_s"] = None
                     statuses.append("degraded")
@@ -1089,13 +1076,13 @@ class MLOpsDashboard(UsesPlatformDB):
 
 
 def _iso(value: datetime | None) -> str | None:
-    stamp = _utc(value)
+    stamp = as_utc(value)
     return None if stamp is None else stamp.isoformat()
 
 
 def _flag(verdict: dict[str, Any], threshold: float) -> bool:
     """Whether a stored column verdict drifts at ``threshold`` (p-value or distance test)."""
-    p_value = _num(verdict.get("p_value"))
+    p_value = finite_or_none(verdict.get("p_value"))
     if p_value is not None:
         return p_value < threshold
     statistic = verdict.get("statistic")

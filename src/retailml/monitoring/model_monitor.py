@@ -67,14 +67,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
-from retailml.core.db import PlatformDB, UsesPlatformDB, utcnow
+from retailml.core.db import PlatformDB, UsesPlatformDB, as_utc, utcnow
 from retailml.core.db_deploy import PredictionLogEntry
 from retailml.core.db_monitoring import DriftReportRecord, ModelPerformanceRecord
 from retailml.core.errors import ConfigError, DataValidationError, problem
@@ -112,12 +112,6 @@ PERFORMANCE_COLUMNS = (
     "recorded_at",
 )
 _IN_CHUNK = 500
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class ModelMonitor(UsesPlatformDB):
@@ -200,8 +194,8 @@ class ModelMonitor(UsesPlatformDB):
         names = check_metrics(metrics)
         predicted, actual = paired_values(predictions, actual_values)
         values = compute_metrics(predicted, actual, names)
-        end = _utc(timestamp) or utcnow()
-        start = _utc(window_start) or end
+        end = as_utc(timestamp) or utcnow()
+        start = as_utc(window_start) or end
         self._store(values, n=int(actual.size), arm=arm, start=start, end=end)
         return values
 
@@ -360,7 +354,7 @@ class ModelMonitor(UsesPlatformDB):
             entry.error.is_(None),
         )
         if since is not None:
-            base = base.where(entry.created_at >= _utc(since))
+            base = base.where(entry.created_at >= as_utc(since))
         column = entry.request_id if keys == ("request_id",) else entry.entity_key
         wanted = sorted(set(frame[keys[0]]))
         rows: list[Any] = []
@@ -410,7 +404,7 @@ class ModelMonitor(UsesPlatformDB):
         if metric is not None:
             query = query.where(record.metric == metric)
         if since is not None:
-            query = query.where(record.window_end >= _utc(since))
+            query = query.where(record.window_end >= as_utc(since))
         if arm is not None:
             query = query.where(record.arm == arm)
         query = query.order_by(record.window_end, record.id)
@@ -523,11 +517,11 @@ class ModelMonitor(UsesPlatformDB):
             record.model_name == self.model_name, record.model_version == self.model_version
         )
         if since is not None:
-            query = query.where(record.created_at >= _utc(since))
+            query = query.where(record.created_at >= as_utc(since))
         with self.db.session() as session:
             rows = [
                 {
-                    "created_at": _utc(row.created_at),
+                    "created_at": as_utc(row.created_at),
                     "share_drifted": row.share_drifted,
                     "n_drifted": row.n_drifted,
                     "n_columns": row.n_columns,

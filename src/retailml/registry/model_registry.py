@@ -71,8 +71,8 @@ from sqlalchemy.exc import IntegrityError
 
 from retailml.core.audit import append_audit
 from retailml.core.db import PlatformDB, new_id, utcnow
-from retailml.core.db_deploy import Deployment as DeploymentRecord
-from retailml.core.db_governance import ApprovalRequestRecord
+from retailml.core.db_deploy import is_active_deployment
+from retailml.core.db_governance import has_approved_request
 from retailml.core.db_registry import ModelVersionRecord
 from retailml.core.errors import (
     ConfigError,
@@ -708,23 +708,10 @@ class ModelRegistry:
     def _refuse_ungoverned(self, record: ModelVersionRecord) -> None:
         """Refuse the ``production`` alias for a version governance has not cleared."""
         with self.db.session() as session:
-            approved = session.scalars(
-                select(ApprovalRequestRecord.id).where(
-                    ApprovalRequestRecord.model_name == record.model_name,
-                    ApprovalRequestRecord.model_version == record.semver,
-                    ApprovalRequestRecord.deployment_target == "production",
-                    ApprovalRequestRecord.status == "approved",
-                )
-            ).first()
-            deployed = session.scalars(
-                select(DeploymentRecord.id).where(
-                    DeploymentRecord.model_name == record.model_name,
-                    DeploymentRecord.version == record.semver,
-                    DeploymentRecord.environment == "production",
-                    DeploymentRecord.status == "active",
-                )
-            ).first()
-        if approved is None and deployed is None:
+            cleared = has_approved_request(
+                session, record.model_name, record.semver
+            ) or is_active_deployment(session, record.model_name, record.semver)
+        if not cleared:
             self._audit("alias.refused", record.model_name, record.semver, {"alias": "production"})
             raise StateError(
                 problem(

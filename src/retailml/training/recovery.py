@@ -49,11 +49,11 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from retailml.core.db import PlatformDB, UsesPlatformDB
+from retailml.core.db import PlatformDB, UsesPlatformDB, as_utc
 from retailml.core.errors import NotFoundError, StateError, problem
 from retailml.core.jobs import JobRecord, create_job, get_job, list_jobs
 from retailml.core.settings import Settings, get_settings
@@ -108,12 +108,6 @@ _ACTIONS: Final[dict[str, str]] = {
     "then restart_training()",
     "unknown": "read the recorded traceback; restart_training() re-runs the same inputs",
 }
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -221,9 +215,9 @@ class TrainingRecovery(UsesPlatformDB):
     # --- analysis -----------------------------------------------------------------------------
 
     def _last_good(self) -> JobRecord | None:
-        created = _utc(self.job.created_at)
+        created = as_utc(self.job.created_at)
         for job in list_jobs(self.db, model_name=self.job.model_name, status="succeeded"):
-            finished = _utc(job.finished_at)
+            finished = as_utc(job.finished_at)
             if (
                 job.id != self.job.id
                 and finished is not None
@@ -255,7 +249,7 @@ class TrainingRecovery(UsesPlatformDB):
             version = (good.outcome or {}).get("data_version")
             evidence.append(
                 f"last successful job of {job.model_name}: {good.id} finished "
-                f"{_utc(good.finished_at):%Y-%m-%d %H:%M:%S} UTC"
+                f"{as_utc(good.finished_at):%Y-%m-%d %H:%M:%S} UTC"
                 + (f" on data version {str(version)[:12]}" if version else "")
             )
         analysis = FailureAnalysis(
@@ -264,7 +258,7 @@ class TrainingRecovery(UsesPlatformDB):
             error_type=job.error_type,
             error_message=(job.error_message or "")[:2000] or None,
             evidence=evidence,
-            last_known_good=_utc(good.finished_at) if good is not None else None,
+            last_known_good=as_utc(good.finished_at) if good is not None else None,
             last_known_good_data_version=(good.outcome or {}).get("data_version") if good else None,
             last_good_job_id=good.id if good is not None else None,
             recommended_action=_ACTIONS[failure],
@@ -299,13 +293,15 @@ class TrainingRecovery(UsesPlatformDB):
                     subject="restore_training_data",
                 )
             )
-        cutoff = _utc(datetime.fromisoformat(backup_date)) if isinstance(backup_date, str) else None
+        cutoff = (
+            as_utc(datetime.fromisoformat(backup_date)) if isinstance(backup_date, str) else None
+        )
         if isinstance(backup_date, datetime):
-            cutoff = _utc(backup_date)
+            cutoff = as_utc(backup_date)
         skipped: dict[str, str] = {}
         checked: dict[Path, str | None] = {}
         for version in reversed(silver_versions(self.db, self.settings)):
-            created = _utc(version.created_at)
+            created = as_utc(version.created_at)
             assert created is not None
             if cutoff is not None and created > cutoff:
                 skipped[version.version] = f"recorded {created:%Y-%m-%d %H:%M:%S}, after the date"
