@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from retailml.core.db import MIGRATIONS_DIR, DataVersion, IngestionRun, PlatformDB
+from retailml.core.db import MIGRATIONS_DIR, SCHEMA_HEAD, DataVersion, IngestionRun, PlatformDB
 from retailml.core.errors import ConfigError
 from retailml.core.settings import Settings
 
@@ -45,6 +45,22 @@ def test_migrations_bring_a_fresh_database_to_the_head_revision(platform_db: Pla
     assert platform_db.current_revision() == head_revision()
     tables = set(inspect(platform_db.engine).get_table_names())
     assert {"ingestion_runs", "data_versions", "alembic_version"} <= tables
+
+
+def test_schema_head_names_the_newest_migration() -> None:
+    # A database at SCHEMA_HEAD is not handed to Alembic: a new migration must move it.
+    assert head_revision() == SCHEMA_HEAD
+
+
+def test_a_database_behind_the_head_is_upgraded(database_url: str) -> None:
+    db = PlatformDB(database_url)
+    try:
+        db.migrate("0007")
+        assert db.current_revision() == "0007"
+        db.migrate()
+        assert db.current_revision() == SCHEMA_HEAD
+    finally:
+        db.dispose()
 
 
 def test_migrations_are_idempotent(platform_db: PlatformDB) -> None:

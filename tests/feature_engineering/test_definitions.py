@@ -425,6 +425,69 @@ def test_daily_sales_reconcile_with_silver_net_sales(
     }
 
 
+def messy_lines() -> list[Line]:
+    """Random purchases plus what makes lines and invoices differ: repeated products,
+    an invoice under two countries, returns inside an invoice and cancellations."""
+    lines = random_lines(invoices=200, days=70)
+    lines += [
+        ("600001", "P001", 2, "2011-02-01T10:00", 1.0, "10001", UK),
+        ("600001", "P001", 3, "2011-02-01T10:00", 1.0, "10001", UK),  # the same product again
+        ("600001", "P002", 1, "2011-02-01T10:00", 2.0, "10001", UK),
+        ("600002", "P001", 1, "2011-02-01T11:00", 1.0, "10002", UK),
+        ("600002", "P003", 4, "2011-02-01T11:00", 1.5, "10002", "France"),  # two countries
+        ("600003", "P001", -1, "2011-02-01T12:00", 1.0, "10003", UK),  # a return only
+        ("C600004", "P001", -2, "2011-02-01T13:00", 1.0, "10001", UK),  # a cancellation
+        ("600005", "P002", 1, "2011-02-02T09:00", 2.0, None, "Germany"),  # a guest
+    ]
+    return lines
+
+
+def test_invoice_counts_equal_distinct_purchase_invoices(
+    settings: Settings, write_silver: WriteSilver
+) -> None:
+    # The definitions count invoices from one row per invoice (and product, or
+    # country): they must equal a plain distinct count over the lines.
+    silver = write_silver(messy_lines()).to_pandas()
+    lines = silver[~silver["is_non_product"] & ~silver["is_adjustment"]].copy()
+    lines["date"] = lines["invoice_date"].dt.date
+    lines["month_start"] = lines["invoice_date"].dt.to_period("M").dt.to_timestamp()
+    purchases = lines[~lines["is_cancellation"] & (lines["quantity"] > 0)]
+
+    daily = compute(settings, "daily_sales").set_index(["series_id", "date"])
+    expected = {
+        **{
+            (f"product:{code}", day): n
+            for (code, day), n in purchases.groupby(["stock_code", "date"])["invoice_no"]
+            .nunique()
+            .items()
+        },
+        **{
+            (f"country:{country}", day): n
+            for (country, day), n in purchases.groupby(["country", "date"])["invoice_no"]
+            .nunique()
+            .items()
+        },
+        **{
+            ("total", day): n
+            for day, n in purchases.groupby("date")["invoice_no"].nunique().items()
+        },
+    }
+    got = daily["n_invoices"].to_dict()
+    assert {key: got[key] for key in expected} == expected
+    assert all(n == 0 for key, n in got.items() if key not in expected)
+    assert got[("product:P001", date(2011, 2, 1))] == expected[("product:P001", date(2011, 2, 1))]
+    assert (
+        got[("total", date(2011, 2, 1))]
+        == purchases.loc[purchases["date"] == date(2011, 2, 1), "invoice_no"].nunique()
+    )
+
+    seasonal = compute(settings, "seasonal_trends")
+    seasonal["month_start"] = seasonal["event_timestamp"] - pd.DateOffset(months=1)
+    orders = purchases.groupby(["country", "month_start"])["invoice_no"].nunique()
+    got_orders = seasonal.set_index(["country", "month_start"])["monthly_orders"]
+    assert got_orders.to_dict() == {key: orders.get(key, 0) for key in got_orders.index}
+
+
 # --------------------------------------------------------------------------- all definitions
 
 

@@ -38,6 +38,10 @@ from retailml.core.errors import ConfigError, problem
 from retailml.core.settings import Settings, get_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: The newest migration's revision. A database already there is not handed to
+#: Alembic, whose import alone costs more than most commands take
+#: (``tests/core/test_db.py`` checks that this is Alembic's head).
+SCHEMA_HEAD = "0008"
 #: PostgreSQL advisory-lock key that serialises migrations ("rtml" in ASCII).
 _LOCK_KEY = 0x72746D6C
 
@@ -166,10 +170,12 @@ class PlatformDB:
         Concurrent first runs take turns: PostgreSQL through a transaction-scoped
         advisory lock, SQLite through a lock file beside the database.
         """
+        self.check_connection()
+        if revision == "head" and self.current_revision() == SCHEMA_HEAD:
+            return
         from alembic import command
         from alembic.config import Config
 
-        self.check_connection()
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self._migration_lock(), self.engine.begin() as connection:
