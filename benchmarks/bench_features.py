@@ -261,7 +261,12 @@ def _child(args: argparse.Namespace) -> None:
         result = _child_retailml(COMPARABLE_SETS, _engine_options(args.engine_option))
     else:
         result = _child_pandas(home)
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
+    # The measurement is done. One interpreter exit in three or so after the
+    # pandas path's partitioned pyarrow writes aborts ("terminate called
+    # without an active exception", a worker thread torn down at exit), which
+    # would discard a finished run; leave without tearing down.
+    os._exit(0)
 
 
 # --------------------------------------------------------------------------- parent
