@@ -218,16 +218,23 @@ def test_approved_rollout_promotion_and_rollback_pass_and_are_audited(
     assert ModelGovernance(registry.settings, db=registry.db).verify_audit().ok
 
 
-def test_registry_deletion_archive_and_restore_are_audited(registry: ModelRegistry) -> None:
+def test_registration_deletion_archive_and_restore_are_audited(registry: ModelRegistry) -> None:
     registry.archive_model(NAME, "1.0.0")
     registry.restore_model_version(NAME, "1.0.0")
     registry.delete_model_version(NAME, "1.0.0")
     log = actions(registry)
     assert [a for a in log if a[0].startswith("registry.")] == [
+        ("registry.registered", f"{NAME}@1.0.0"),
+        ("registry.registered", f"{NAME}@1.1.0"),
         ("registry.archived", f"{NAME}@1.0.0"),
         ("registry.restored", f"{NAME}@1.0.0"),
         ("registry.deleted", f"{NAME}@1.0.0"),
     ]
+    entries = ModelGovernance(registry.settings, db=registry.db).audit_log(1000)
+    registered = next(e for e in entries if e["subject"] == f"{NAME}@1.1.0")
+    assert registered["action"] == "registry.registered"
+    assert registered["actor"] == registry.get_model_version(NAME, "1.1.0").created_by
+    assert set(registered["details"]) == {"mlflow_version", "digest", "run_id", "model_uri"}
     assert ModelGovernance(registry.settings, db=registry.db).verify_audit().ok
 
 

@@ -46,8 +46,8 @@ requires that approval), so the registry is no way around governance.
 
 Audit
 -----
-Alias changes, deletions, archiving and restores are appended to the
-hash-chained audit log (:func:`retailml.core.audit.append_audit`).
+Registrations, alias changes, deletions, archiving and restores are
+appended to the hash-chained audit log (:func:`retailml.core.audit.append_audit`).
 """
 
 from __future__ import annotations
@@ -254,6 +254,18 @@ class ModelRegistry:
                 staging.replace(tmp)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        self._audit(
+            "registry.registered",
+            model_name,
+            model_version,
+            {
+                "mlflow_version": mlflow_version,
+                "digest": digest,
+                "run_id": record.run_id,
+                "model_uri": record.model_uri,
+            },
+            actor=record.created_by,
+        )
         logger.info(
             "registered %s %s (MLflow version %s, digest %s)",
             model_name,
@@ -737,9 +749,15 @@ class ModelRegistry:
             ).first()
 
     def _audit(
-        self, action: str, model_name: str, version: str, details: Mapping[str, Any]
+        self,
+        action: str,
+        model_name: str,
+        version: str,
+        details: Mapping[str, Any],
+        *,
+        actor: str | None = None,
     ) -> None:
-        append_audit(self.db, action, f"{model_name}@{version}", details)
+        append_audit(self.db, action, f"{model_name}@{version}", details, actor=actor)
 
     # --- helpers ------------------------------------------------------------------------------
 
