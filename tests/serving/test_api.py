@@ -368,6 +368,12 @@ def test_metrics_count_requests_latency_and_errors_per_version(client: TestClien
         'retailml_prediction_errors_total{arm="",endpoint="predict",model="sales_forecast"' in text
     )
     assert 'retailml_auth_failures_total{kind="api_key",status="403"}' in text
+    # The worker's process and interpreter series, as on the default registry.
+    resident = next(
+        line for line in text.splitlines() if line.startswith("process_resident_memory_bytes ")
+    )
+    assert float(resident.split()[1]) > 10 * 2**20
+    assert "python_info{" in text and "python_gc_collections_total{" in text
 
 
 def test_predictions_are_logged_in_batches(client: TestClient, serving_home: Path) -> None:

@@ -1,5 +1,8 @@
 """Prometheus metrics of the prediction service (one registry per application).
 
+Besides its own series the registry carries the standard ``process_*``,
+``python_gc_*`` and ``python_info`` series of the worker.
+
 With several worker processes each keeps its own counters; a scrape reaches
 one worker (run one worker per pod, or scrape each port, to aggregate).
 """
@@ -16,7 +19,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -51,6 +57,12 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # The worker's own CPU, memory, open files and start time (process_*),
+        # its garbage collector (python_gc_*) and interpreter (python_info),
+        # as on prometheus_client's default registry.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         labels = ("model", "version", "arm", "endpoint")
         self.requests = Counter(
             "retailml_prediction_requests",
