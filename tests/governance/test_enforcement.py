@@ -27,7 +27,7 @@ from retailml.core.db import new_id, utcnow
 from retailml.core.db_deploy import Deployment as DeploymentRow
 from retailml.core.db_deploy import PredictionLogEntry
 from retailml.core.db_deploy import Rollout as RolloutRow
-from retailml.core.errors import StateError
+from retailml.core.errors import ConfigError, NotFoundError, StateError
 from retailml.core.settings import Settings
 from retailml.deployment.ab_testing import ABTestManager
 from retailml.deployment.model_server import ModelRegistry, ModelServer, Rollout
@@ -218,6 +218,72 @@ def test_approved_rollout_promotion_and_rollback_pass_and_are_audited(
     assert ModelGovernance(registry.settings, db=registry.db).verify_audit().ok
 
 
+def test_a_revoked_approval_refuses_deployment_and_rollback_to_the_version(
+    registry: ModelRegistry,
+) -> None:
+    governance = ModelGovernance(registry.settings, db=registry.db)
+    first = approve(registry.settings, NAME, "1.0.0", db=registry.db)
+    second = approve(registry.settings, NAME, "1.1.0", db=registry.db)
+    with ModelServer("production", registry=registry) as server:
+        deploy(server, "1.0.0")
+        deploy(server, "1.1.0")
+
+        # Revoking 1.0.0's approval: a rollback may no longer restore it.
+        revoked = governance.revoke(first.id, "carol", "business_owner", "biased on new customers")
+        assert revoked.status == "revoked"
+        assert not governance.is_approved(NAME, "1.0.0")
+        with pytest.raises(StateError, match="revoked by carol for business_owner: biased"):
+            server.rollback(NAME, reason="1.1.0 misbehaves", actor="dave")
+        assert server.active_deployment(NAME).version == "1.1.0"  # type: ignore[union-attr]
+
+        # Nor may a deployment or a rollout bring it back.
+        refused = (
+            f"request {first.id} is revoked \\(revoked by carol for business_owner: "
+            "biased on new customers\\)"
+        )
+        with pytest.raises(StateError, match=refused):
+            deploy(server, "1.0.0")
+
+        # The version serving keeps serving when its own approval is revoked.
+        governance.revoke(second.id, "erin", "ml_engineer", "found a leak")
+        assert server.active_deployment(NAME).version == "1.1.0"  # type: ignore[union-attr]
+        # A new approval lets 1.0.0 through again.
+        approve(registry.settings, NAME, "1.0.0", db=registry.db)
+        assert governance.revoked_request(NAME, "1.0.0") is None
+        deploy(server, "1.0.0")
+
+    log = actions(registry)
+    assert ("approval.revoked", f"{NAME}@1.0.0") in log
+    assert ("approval.revoked", f"{NAME}@1.1.0") in log
+    entries = ModelGovernance(registry.settings, db=registry.db).audit_log(1000)
+    refusal = next(e for e in entries if e["action"] == "deployment.refused")
+    assert refusal["details"]["attempt"] in ("rollback", "deploy")
+    assert any(
+        e["action"] == "deployment.refused" and e["details"]["attempt"] == "rollback"
+        for e in entries
+    )
+    assert ModelGovernance(registry.settings, db=registry.db).verify_audit().ok
+
+
+def test_only_an_approved_request_is_revoked_by_a_listed_role_with_a_reason(
+    registry: ModelRegistry,
+) -> None:
+    governance = ModelGovernance(registry.settings, db=registry.db)
+    pending = governance.request_approval(NAME, "1.0.0", "production", "better", {}, APPROVERS)
+    with pytest.raises(StateError, match=f"request {pending.id} is pending"):
+        governance.revoke(pending.id, "carol", "business_owner", "changed my mind")
+    approved = approve(registry.settings, NAME, "1.0.0", db=registry.db)
+    with pytest.raises(ConfigError, match="'auditor'"):
+        governance.revoke(approved.id, "carol", "auditor", "not listed")
+    with pytest.raises(ConfigError, match="a reason"):
+        governance.revoke(approved.id, "carol", "business_owner", "  ")
+    with pytest.raises(NotFoundError):
+        governance.revoke("no-such-request", "carol", "business_owner", "why")
+    governance.revoke(approved.id, "carol", "business_owner", "biased")
+    with pytest.raises(StateError, match="is revoked"):
+        governance.revoke(approved.id, "carol", "business_owner", "again")
+
+
 def test_registration_deletion_archive_and_restore_are_audited(registry: ModelRegistry) -> None:
     registry.archive_model(NAME, "1.0.0")
     registry.restore_model_version(NAME, "1.0.0")
@@ -290,6 +356,14 @@ def test_the_cli_refuses_unapproved_production_deploys_on_every_path(
     with ModelServer("production") as server:
         assert server.list_rollouts() == []
         assert server.active_deployment(NAME).version == "1.0.0"  # type: ignore[union-attr]
+
+    # Revoking from the command line: 1.0.0 may not be deployed again on that request.
+    revoke = ["governance", "revoke", request_id, "--role", "business_owner", "--approver", "carol"]
+    assert main([*revoke, "--reason", "biased on new customers"]) == 0
+    assert f"request {request_id}: revoked" in capsys.readouterr().out
+    message = refused(capsys, *production, "--version", "1.0.0")
+    assert "revoked by carol for business_owner: biased on new customers" in message
+    assert "is revoked" in refused(capsys, *revoke, "--reason", "again")
 
 
 # --- the HTTP admin API --------------------------------------------------------------------------

@@ -57,6 +57,31 @@ def approve(
     out.print(f"request {done.id}: {done.status}{waiting}")
 
 
+@governance_app.command("revoke")
+def revoke(
+    request_id: Annotated[str, typer.Argument(help="The approved request's id.")],
+    role: Annotated[str, typer.Option(help="A role the request lists, that you revoke for.")],
+    approver: Annotated[str, typer.Option(help="Your name.")],
+    reason: Annotated[str, typer.Option(help="Why the approval no longer holds.")],
+) -> None:
+    """Withdraw an approved request: the version may no longer be deployed on its strength.
+
+    Deployments, rollouts, promotions and rollbacks to the version are refused from then on,
+    until a new request is approved. A version already serving keeps serving: roll back or
+    deploy another version to take it out.
+
+    Example: retailml governance revoke 3f2a... --role business_owner --approver carol
+    --reason "biased against new customers"
+    """
+    from retailml.governance.model_governance import ModelGovernance
+
+    done = ModelGovernance(get_settings()).revoke(request_id, approver, role, reason)
+    out.print(
+        f"request {done.id}: {done.status} ({done.model_name} {done.model_version} may no "
+        f"longer be deployed to {done.deployment_target} on its strength)"
+    )
+
+
 @governance_app.command("status")
 def status(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,

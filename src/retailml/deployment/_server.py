@@ -456,6 +456,39 @@ class ModelServer:
             )
             raise
 
+    def _refuse_revoked(self, model_name: str, version: str, actor: str | None) -> None:
+        """Refuse (and audit) restoring a production version whose approval was revoked.
+
+        A rollback needs no new approval, since the version it restores was
+        approved when it served; a revocation since then withdraws that.
+        """
+        if self.environment != "production":
+            return
+        revoked = self._governance().revoked_request(model_name, version, "production")
+        if revoked is None:
+            return
+        why = "; ".join(
+            f"revoked by {d['approver']} for {d['role']}: {d['comment']}"
+            for d in revoked.decisions
+            if d["decision"] == "revoked"
+        )
+        error = StateError(
+            problem(
+                f"an earlier production version of {model_name!r} that is still approved",
+                f"{version!r}, whose approval request {revoked.id} was {why}",
+                f"deploy an approved version explicitly, or have {version} approved again",
+                subject="rollback",
+            )
+        )
+        self._audit(
+            "deployment.refused",
+            model_name,
+            version,
+            {"attempt": "rollback", "why": str(error)},
+            actor,
+        )
+        raise error
+
     def _audit(
         self,
         action: str,
@@ -1374,6 +1407,7 @@ class ModelServer:
                 )
             )
         self.registry.get_model_version(model_name, previous.version)  # still registered
+        self._refuse_revoked(model_name, previous.version, actor)
         now = utcnow()
         with self.db.session() as session:
             taken = session.execute(

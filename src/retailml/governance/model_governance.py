@@ -285,6 +285,92 @@ class ModelGovernance:
         """Record a rejection; the request is rejected."""
         return self._decide(request_id, approver, role, comment, "rejected")
 
+    def revoke(self, request_id: str, approver: str, role: str, reason: str) -> ApprovalRequest:
+        """Withdraw an approved request: the version no longer counts as approved.
+
+        One of the request's listed roles may revoke it (whoever approved it or
+        not), with a reason. From then on nothing makes the version serve the
+        target on the strength of this request: deployments, rollouts,
+        promotions, the registry's ``production`` alias and rollbacks to it are
+        refused, naming who revoked it and why, until a new request is
+        approved. A version already serving keeps serving: roll back or deploy
+        another version to take it out.
+
+        Raises:
+            NotFoundError: for an unknown request id.
+            StateError: when the request is not approved (pending or rejected
+                requests are decided with :meth:`reject`; a revoked one stays so).
+            ConfigError: for a role the request does not list, or an empty reason.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(
+                problem("a reason for revoking the approval", repr(reason), 'pass reason="..."')
+            )
+        with self.db.session() as session:
+            record = session.get(ApprovalRequestRecord, request_id)
+            if record is None:
+                raise NotFoundError(
+                    problem("an existing approval request id", repr(request_id), "list requests")
+                )
+            if record.status != "approved":
+                raise StateError(
+                    problem(
+                        "an approved request to revoke",
+                        f"request {request_id} is {record.status}",
+                        "reject a pending request instead (ModelGovernance.reject or "
+                        "`retailml governance approve REQUEST_ID --reject ...`)",
+                        subject="approval",
+                    )
+                )
+            if role not in record.approvers:
+                raise ConfigError(
+                    problem(
+                        f"a role among the request's approvers {record.approvers}",
+                        repr(role),
+                        "revoke for one of the listed roles",
+                        subject="approval",
+                    )
+                )
+            now = utcnow()
+            session.add(
+                ApprovalDecisionRecord(
+                    request_id=request_id,
+                    approver=str(approver),
+                    role=role,
+                    decision="revoked",
+                    comment=reason,
+                    decided_at=now,
+                )
+            )
+            record.status = "revoked"
+            record.decided_at = now
+            subject = f"{record.model_name}@{record.model_version}"
+        append_audit(
+            self.db,
+            "approval.revoked",
+            subject,
+            {"request": request_id, "role": role, "reason": reason},
+            actor=str(approver),
+        )
+        return self.get_request(request_id)
+
+    def revoked_request(
+        self, model_name: str, model_version: str, deployment_target: str = "production"
+    ) -> ApprovalRequest | None:
+        """The newest revoked request for the version and target, if none approved covers it."""
+        if self.approved_request(model_name, model_version, deployment_target) is not None:
+            return None
+        return next(
+            (
+                r
+                for r in self.list_requests(model_name)
+                if r.model_version == model_version
+                and r.deployment_target == deployment_target
+                and r.status == "revoked"
+            ),
+            None,
+        )
+
     def _decide(
         self, request_id: str, approver: str, role: str, comment: str, decision: str
     ) -> ApprovalRequest:
@@ -454,18 +540,18 @@ class ModelGovernance:
             got = "no approval request"
         else:
             got = f"request {latest.id} is {latest.status}"
-            rejections = [d for d in latest.decisions if d["decision"] == "rejected"]
-            if rejections:
+            refusals = [d for d in latest.decisions if d["decision"] in ("rejected", "revoked")]
+            if refusals:
                 got += (
                     " ("
                     + "; ".join(
-                        f"rejected by {d['approver']} for {d['role']}"
+                        f"{d['decision']} by {d['approver']} for {d['role']}"
                         + (f": {d['comment']}" if d["comment"] else "")
-                        for d in rejections
+                        for d in refusals
                     )
                     + ")"
                 )
-            if latest.pending:
+            if latest.pending and latest.status != "revoked":
                 got += f", waiting for {', '.join(latest.pending)}"
         raise StateError(
             problem(
