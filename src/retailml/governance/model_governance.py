@@ -65,6 +65,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from retailml.core.audit import (
     AuditVerification,
@@ -307,30 +308,16 @@ class ModelGovernance:
                 problem("a reason for revoking the approval", repr(reason), 'pass reason="..."')
             )
         with self.db.session() as session:
-            record = session.get(ApprovalRequestRecord, request_id)
-            if record is None:
-                raise NotFoundError(
-                    problem("an existing approval request id", repr(request_id), "list requests")
-                )
-            if record.status != "approved":
-                raise StateError(
-                    problem(
-                        "an approved request to revoke",
-                        f"request {request_id} is {record.status}",
-                        "reject a pending request instead (ModelGovernance.reject or "
-                        "`retailml governance approve REQUEST_ID --reject ...`)",
-                        subject="approval",
-                    )
-                )
-            if role not in record.approvers:
-                raise ConfigError(
-                    problem(
-                        f"a role among the request's approvers {record.approvers}",
-                        repr(role),
-                        "revoke for one of the listed roles",
-                        subject="approval",
-                    )
-                )
+            record = _open_request(
+                session,
+                request_id,
+                role,
+                status="approved",
+                wanted="an approved request to revoke",
+                fix="reject a pending request instead (ModelGovernance.reject or "
+                "`retailml governance approve REQUEST_ID --reject ...`)",
+                verb="revoke",
+            )
             now = utcnow()
             session.add(
                 ApprovalDecisionRecord(
@@ -375,29 +362,15 @@ class ModelGovernance:
         self, request_id: str, approver: str, role: str, comment: str, decision: str
     ) -> ApprovalRequest:
         with self.db.session() as session:
-            record = session.get(ApprovalRequestRecord, request_id)
-            if record is None:
-                raise NotFoundError(
-                    problem("an existing approval request id", repr(request_id), "list requests")
-                )
-            if record.status != "pending":
-                raise StateError(
-                    problem(
-                        "a pending request",
-                        f"request {request_id} is {record.status}",
-                        "open a new request with request_approval",
-                        subject="approval",
-                    )
-                )
-            if role not in record.approvers:
-                raise ConfigError(
-                    problem(
-                        f"a role among the request's approvers {record.approvers}",
-                        repr(role),
-                        "decide for one of the listed roles",
-                        subject="approval",
-                    )
-                )
+            record = _open_request(
+                session,
+                request_id,
+                role,
+                status="pending",
+                wanted="a pending request",
+                fix="open a new request with request_approval",
+                verb="decide",
+            )
             decided = {
                 d.role
                 for d in session.scalars(
@@ -748,6 +721,37 @@ class ModelGovernance:
             listed = "; ".join(f"{c}: {why}" for c, why in flagged.items())
             return ComplianceCheck(name, "failed", f"{scanned}; raw identifiers: {listed}", flagged)
         return ComplianceCheck(name, "passed", f"{scanned}; no raw identifiers found")
+
+
+def _open_request(
+    session: Session, request_id: str, role: str, *, status: str, wanted: str, fix: str, verb: str
+) -> ApprovalRequestRecord:
+    """The request ``role`` may act on now: it exists, has ``status`` and lists the role.
+
+    Raises:
+        NotFoundError: for an unknown id.
+        StateError: when its status is another (``wanted`` and ``fix`` say what was expected).
+        ConfigError: when the request does not list ``role`` (``verb``: what the role does).
+    """
+    record = session.get(ApprovalRequestRecord, request_id)
+    if record is None:
+        raise NotFoundError(
+            problem("an existing approval request id", repr(request_id), "list requests")
+        )
+    if record.status != status:
+        raise StateError(
+            problem(wanted, f"request {request_id} is {record.status}", fix, subject="approval")
+        )
+    if role not in record.approvers:
+        raise ConfigError(
+            problem(
+                f"a role among the request's approvers {record.approvers}",
+                repr(role),
+                f"{verb} for one of the listed roles",
+                subject="approval",
+            )
+        )
+    return record
 
 
 def _model_type(estimator: Any) -> str:
