@@ -34,10 +34,22 @@ from retailml.core.db import PlatformDB, utcnow
 from retailml.core.db_governance import AuditEntry
 from retailml.core.errors import StateError, problem
 
-__all__ = ["GENESIS", "AuditVerification", "append_audit", "current_actor", "verify_audit"]
+__all__ = [
+    "GENESIS",
+    "AuditVerification",
+    "append_audit",
+    "current_actor",
+    "verify_audit",
+    "version_subject",
+]
 
 GENESIS: Final = "0" * 64
 _ATTEMPTS: Final = 50
+
+
+def version_subject(model_name: str, version: str) -> str:
+    """The audit subject naming one model version: ``sales_forecast@1.2.0``."""
+    return f"{model_name}@{version}"
 
 
 def current_actor() -> str:

@@ -52,7 +52,7 @@ from typing import Any, Final
 
 from sqlalchemy import select, update
 
-from retailml.core.audit import append_audit
+from retailml.core.audit import append_audit, version_subject
 from retailml.core.db import PlatformDB, as_utc, new_id, utcnow
 from retailml.core.db_deploy import Deployment as DeploymentRow
 from retailml.core.db_deploy import PredictionLogEntry
@@ -467,15 +467,10 @@ class ModelServer:
         revoked = self._governance().revoked_request(model_name, version, "production")
         if revoked is None:
             return
-        why = "; ".join(
-            f"revoked by {d['approver']} for {d['role']}: {d['comment']}"
-            for d in revoked.decisions
-            if d["decision"] == "revoked"
-        )
         error = StateError(
             problem(
                 f"an earlier production version of {model_name!r} that is still approved",
-                f"{version!r}, whose approval request {revoked.id} was {why}",
+                f"{version!r}, whose approval request {revoked.id} was {revoked.refusals}",
                 f"deploy an approved version explicitly, or have {version} approved again",
                 subject="rollback",
             )
@@ -500,7 +495,7 @@ class ModelServer:
         append_audit(
             self.db,
             action,
-            f"{model_name}@{version}",
+            version_subject(model_name, version),
             {"environment": self.environment, **details},
             actor=actor,
         )

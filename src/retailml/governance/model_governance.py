@@ -72,6 +72,7 @@ from retailml.core.audit import (
     append_audit,
     current_actor,
     verify_audit,
+    version_subject,
 )
 from retailml.core.db import PlatformDB, new_id, utcnow
 from retailml.core.db_governance import (
@@ -137,6 +138,16 @@ class ApprovalRequest:
         """The roles that have not approved yet."""
         done = {d["role"] for d in self.decisions if d["decision"] == "approved"}
         return tuple(r for r in self.approvers if r not in done)
+
+    @property
+    def refusals(self) -> str:
+        """Who rejected or revoked it, for which role and why (``""`` if nobody did)."""
+        return "; ".join(
+            f"{d['decision']} by {d['approver']} for {d['role']}"
+            + (f": {d['comment']}" if d["comment"] else "")
+            for d in self.decisions
+            if d["decision"] in ("rejected", "revoked")
+        )
 
 
 @dataclass(frozen=True)
@@ -268,7 +279,7 @@ class ModelGovernance:
         append_audit(
             self.db,
             "approval.requested",
-            f"{model_name}@{model_version}",
+            version_subject(model_name, model_version),
             {"request": request_id, "target": deployment_target, "approvers": roles},
             actor=who,
         )
@@ -331,7 +342,7 @@ class ModelGovernance:
             )
             record.status = "revoked"
             record.decided_at = now
-            subject = f"{record.model_name}@{record.model_version}"
+            subject = version_subject(record.model_name, record.model_version)
         append_audit(
             self.db,
             "approval.revoked",
@@ -404,7 +415,7 @@ class ModelGovernance:
             elif decided | {role} >= set(record.approvers):
                 record.status = "approved"
                 record.decided_at = utcnow()
-            subject = f"{record.model_name}@{record.model_version}"
+            subject = version_subject(record.model_name, record.model_version)
         append_audit(
             self.db,
             f"approval.{decision}",
@@ -513,18 +524,9 @@ class ModelGovernance:
             got = "no approval request"
         else:
             got = f"request {latest.id} is {latest.status}"
-            refusals = [d for d in latest.decisions if d["decision"] in ("rejected", "revoked")]
-            if refusals:
-                got += (
-                    " ("
-                    + "; ".join(
-                        f"{d['decision']} by {d['approver']} for {d['role']}"
-                        + (f": {d['comment']}" if d["comment"] else "")
-                        for d in refusals
-                    )
-                    + ")"
-                )
-            if latest.pending and latest.status != "revoked":
+            if latest.refusals:
+                got += f" ({latest.refusals})"
+            if latest.pending:
                 got += f", waiting for {', '.join(latest.pending)}"
         raise StateError(
             problem(

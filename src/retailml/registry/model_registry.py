@@ -69,7 +69,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from retailml.core.audit import append_audit
+from retailml.core.audit import append_audit, version_subject
 from retailml.core.db import PlatformDB, new_id, utcnow
 from retailml.core.db_deploy import is_active_deployment
 from retailml.core.db_governance import has_approved_request
@@ -757,7 +757,7 @@ class ModelRegistry:
         *,
         actor: str | None = None,
     ) -> None:
-        append_audit(self.db, action, f"{model_name}@{version}", details, actor=actor)
+        append_audit(self.db, action, version_subject(model_name, version), details, actor=actor)
 
     # --- helpers ------------------------------------------------------------------------------
 
