@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from retailml.training._experiment_config import (
     DEFAULT_EXPERIMENT_CONFIG,
     load_experiment_config,
 )
+from retailml.training._reproduce import reproduce_run
+from retailml.training.model_trainer import ModelTrainer
 
 HEADING = "### 1. Version Control and Reproducibility"
 
@@ -172,6 +175,68 @@ def test_train_applies_the_guides_config_to_the_mlflow_run(
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["seed"] == "7"
     assert run.data.tags["retailml.code_version"] == "release-2026.11"
+
+
+def test_reproduce_finds_a_run_in_its_experiments_tracking_store(
+    settings: Settings, training_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment_file = tmp_path / "guide-experiment.yaml"
+    experiment_file.write_text(yaml.safe_dump(local_copy(tmp_path, "experiments.db")))
+    store = f"sqlite:///{tmp_path / 'experiments.db'}"
+    capsys.readouterr()
+    code = main(
+        [
+            "train",
+            "--config",
+            str(training_config),
+            "--experiment-config",
+            str(experiment_file),
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run_id = json.loads(captured.out)["run_id"]
+    # The run is in the experiment's store, not the workspace's default one; the
+    # training job recorded the experiment config, so no option is needed to find it.
+    code = main(["reproduce", run_id, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    printed = json.loads(captured.out)
+    assert printed["ok"] and printed["data_source"].startswith("job ")
+    reproduced = MlflowClient(tracking_uri=store).get_run(printed["reproduced_run_id"])
+    assert reproduced.data.tags["retailml.reproduces"] == run_id
+
+    # A run no job recorded (the Python API, into the same store): without the
+    # experiment config it is not found; --experiment-config names its store.
+    data = Path(yaml.safe_load(training_config.read_text())["data"]["path"])
+    frame = pd.read_parquet(data)
+    api_run = (
+        ModelTrainer(
+            model_type="customer_segmentation",
+            n_splits=2,
+            hyperparameters={"n_clusters": 3},
+            settings=settings.model_copy(update={"mlflow_tracking_uri": store}),
+        )
+        .train_sync(frame)
+        .run_id
+    )
+    assert api_run is not None
+    capsys.readouterr()
+    assert main(["reproduce", api_run, "--data", str(data)]) == 1
+    printed = capsys.readouterr().err.replace("\n", "")
+    assert "the id of an MLflow run in this workspace's tracking store" in printed
+    assert "--experiment-config" in printed
+    code = main(
+        ["reproduce", api_run, "--data", str(data), "--experiment-config", str(experiment_file)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"experiment config: {experiment_file}" in captured.err.replace("\n", "")
+    outcome = reproduce_run(
+        api_run, data=frame, experiment_config=load_experiment_config(experiment_file)
+    )
+    assert outcome.ok and outcome.data_source == "data file"
 
 
 def write(path: Path, text: str) -> Path:

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from retailml.cli._console import err, out
+from retailml.cli._experiment import experiment_config_for
 from retailml.core.settings import get_settings
 
 
@@ -60,6 +61,15 @@ def reproduce(
         Path | None,
         typer.Option(help="The training rows (Parquet/CSV), for runs trained on a DataFrame."),
     ] = None,
+    experiment_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--experiment-config",
+            dir_okay=False,
+            help="The experiment config whose tracking store holds the run, for runs no "
+            "training job recorded; default ./.mlflow/experiments/config.yaml if it exists.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Retrain a run from its recorded inputs and compare its metrics with the recorded ones.
@@ -71,6 +81,11 @@ def reproduce(
     Exits with status 1 when a metric differs beyond the tolerance or an
     input file changed since the run.
 
+    The run is looked up in the tracking store that `retailml train` used: the
+    experiment config its training job recorded, else --experiment-config (or
+    ./.mlflow/experiments/config.yaml), else RETAILML_MLFLOW_TRACKING_URI or
+    <home>/mlflow.db.
+
     Example: retailml reproduce 3f2a9c... --tolerance 1e-6
     """
     from retailml.core.io import read_yaml_mapping
@@ -81,6 +96,8 @@ def reproduce(
     if config is not None:
         loaded = dict(read_yaml_mapping(config, subject="--config", shape="a training config"))
     frame = _read_rows(data) if data is not None else None
+    settings = get_settings()
+    experiment = experiment_config_for(experiment_config, settings)
     with err.status(f"reproducing run {run_id} ..."):
         outcome = reproduce_run(
             run_id,
@@ -88,7 +105,8 @@ def reproduce(
             metric_tolerances=per_metric,
             config=loaded,
             data=frame,
-            settings=get_settings(),
+            settings=settings,
+            experiment_config=experiment,
         )
     if as_json:
         out.print_json(json.dumps(outcome.to_dict(), default=str))

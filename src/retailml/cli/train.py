@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from retailml.cli._console import err, out
+from retailml.cli._experiment import experiment_config_for
 from retailml.core.errors import ConfigError, NotFoundError, RetailMLError, problem
 from retailml.core.io import read_yaml_mapping
 from retailml.core.settings import Settings, get_settings
@@ -156,7 +157,7 @@ def train(
     )
     if n_trials is not None:
         inputs["n_trials"] = n_trials
-    experiment = _experiment_config(experiment_config, settings)
+    experiment = experiment_config_for(experiment_config, settings)
     if experiment is not None:
         inputs["experiment"] = experiment.to_inputs()
         if experiment.seed is not None:
@@ -225,26 +226,6 @@ def train(
     directory = Path(outcome["model_dir"])
     print_training(TrainingResult.load(directory), directory)
     out.print(f"job:        {job.id}")
-
-
-def _experiment_config(path: Path | None, settings: Settings) -> Any:
-    """The experiment config to train with (given, or discovered), its notes printed."""
-    from retailml.training._experiment_config import (
-        check_stores,
-        discover_experiment_config,
-        load_experiment_config,
-    )
-
-    if path is None:
-        path = discover_experiment_config()
-        if path is None:
-            return None
-    experiment = load_experiment_config(path)
-    err.print(f"experiment config: {escape(str(path))} (experiment {experiment.name!r})")
-    for note in experiment.notes(settings):
-        err.print(f"[yellow]warning:[/yellow] {escape(note)}")
-    check_stores(experiment, experiment.settings_for(settings)[0])
-    return experiment
 
 
 def _read_frame(path: Path) -> Any:

@@ -18,6 +18,9 @@ How its rows were selected (a config's ``data:`` section: source, feature
 set, filter, window, top series, holdout) comes from the training job that
 produced the run (``retailml train`` and retraining record one), else from a
 training config given by the caller, else from a data file given by the caller.
+The run is looked up in the tracking store of the experiment config that job
+recorded (``.mlflow/experiments/config.yaml``), else of one the caller gives,
+else of the settings.
 The data are read at the recorded versions through a snapshot workspace of
 links to exactly those files, so newer ingestions or feature builds do not
 change them; a version whose files are gone is an error naming them, and a
@@ -50,6 +53,7 @@ from retailml.core.db_jobs import TrainingJob
 from retailml.core.errors import ConfigError, NotFoundError, StateError, problem
 from retailml.core.settings import Settings, get_settings
 from retailml.core.workspace import Workspace
+from retailml.training._experiment_config import ExperimentConfig
 from retailml.training._tracking import (
     REPRODUCIBILITY_ARTIFACT,
     ensure_tracking,
@@ -202,7 +206,8 @@ def _get_run(client: MlflowClient, run_id: str) -> Any:
                 "the id of an MLflow run in this workspace's tracking store",
                 f"{run_id!r} ({exc.error_code})",
                 "copy the run id from `retailml train --json` or the MLflow UI, "
-                "and check RETAILML_HOME / RETAILML_MLFLOW_TRACKING_URI",
+                "and check RETAILML_HOME / RETAILML_MLFLOW_TRACKING_URI, or pass the "
+                "experiment config it was trained with (--experiment-config)",
                 subject="run_id",
             )
         ) from exc
@@ -224,10 +229,8 @@ def _recorded_digests(run_id: str) -> dict[str, dict[str, str | None]] | None:
     return inputs if isinstance(inputs, dict) and "error" not in inputs else None
 
 
-def _job_data(db: PlatformDB, run_id: str) -> tuple[str, dict[str, Any]] | None:
-    """``(job id, data section)`` of the training job whose outcome is the run, if any."""
-    from retailml.training._jobs import config_from_inputs
-
+def _job_of(db: PlatformDB, run_id: str) -> TrainingJob | None:
+    """The succeeded training job whose outcome is the run, if any."""
     with db.session() as session:
         jobs = list(
             session.scalars(
@@ -236,20 +239,40 @@ def _job_data(db: PlatformDB, run_id: str) -> tuple[str, dict[str, Any]] | None:
                 .order_by(TrainingJob.created_at.desc())
             )
         )
-    for job in jobs:
-        if (job.outcome or {}).get("run_id") != run_id:
-            continue
-        inputs = dict(job.inputs or {})
-        try:
-            data = dict(config_from_inputs(inputs).get("data") or {})
-        except (ConfigError, NotFoundError):
-            # The job's config file is gone: its recorded data keys are enough.
-            recorded = dict(inputs.get("data") or {})
-            data = {k: v for k, v in recorded.items() if v is not None and k != "data_version"}
-            if data.get("source") == "path":
-                data["source"] = "file"
-        return job.id, data
-    return None
+    return next((job for job in jobs if (job.outcome or {}).get("run_id") == run_id), None)
+
+
+def _job_data(job: TrainingJob) -> tuple[str, dict[str, Any]]:
+    """``(job id, data section)`` of a training job."""
+    from retailml.training._jobs import config_from_inputs
+
+    inputs = dict(job.inputs or {})
+    try:
+        data = dict(config_from_inputs(inputs).get("data") or {})
+    except (ConfigError, NotFoundError):
+        # The job's config file is gone: its recorded data keys are enough.
+        recorded = dict(inputs.get("data") or {})
+        data = {k: v for k, v in recorded.items() if v is not None and k != "data_version"}
+        if data.get("source") == "path":
+            data["source"] = "file"
+    return job.id, data
+
+
+def _tracking_settings(
+    settings: Settings, job: TrainingJob | None, given: ExperimentConfig | None
+) -> Settings:
+    """The settings whose tracking store holds the run.
+
+    The experiment config the run's training job recorded, else the one
+    given, decides the store, as it did for ``retailml train``; an explicit
+    tracking URI setting (``RETAILML_MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_URI``)
+    wins over either, as it did there.
+    """
+    recorded = (job.inputs or {}).get("experiment") if job is not None else None
+    experiment = ExperimentConfig.from_inputs(recorded) if recorded else given
+    if experiment is None:
+        return settings
+    return experiment.settings_for(settings)[0]
 
 
 # --- the snapshot workspace -------------------------------------------------------------------
@@ -445,6 +468,7 @@ def reproduce_run(
     config: Mapping[str, Any] | None = None,
     data: pd.DataFrame | None = None,
     settings: Settings | None = None,
+    experiment_config: ExperimentConfig | None = None,
 ) -> Reproduction:
     """Retrain a run from its recorded inputs and compare the metrics.
 
@@ -456,6 +480,9 @@ def reproduce_run(
             for runs no training job recorded.
         data: The training rows themselves, for runs trained on a DataFrame.
         settings: retailml settings (default the process settings).
+        experiment_config: The experiment config (``.mlflow/experiments/config.yaml``)
+            whose tracking store holds the run, for runs no training job
+            recorded; a job's recorded experiment config comes first.
 
     Returns:
         The :class:`Reproduction` (``.ok`` when the data and metrics match).
@@ -475,6 +502,12 @@ def reproduce_run(
                 problem("a tolerance >= 0", repr(value), "pass e.g. 1e-6 or 0.01", subject=name)
             )
     settings = settings or get_settings()
+    db = PlatformDB.from_settings(settings)
+    try:
+        training_job = _job_of(db, run_id)
+    finally:
+        db.dispose()
+    settings = _tracking_settings(settings, training_job, experiment_config)
     client = MlflowClient(ensure_tracking(settings))
     run = _get_run(client, run_id)
     params = {k: _decode(v) for k, v in run.data.params.items()}
@@ -490,11 +523,7 @@ def reproduce_run(
         )
     data_version = tags.get(_DATA_TAG)
     feature_sets: dict[str, str] = json.loads(tags.get(_FEATURE_SETS_TAG) or "{}")
-    db = PlatformDB.from_settings(settings)
-    try:
-        job = _job_data(db, run_id) if data is None else None
-    finally:
-        db.dispose()
+    job = _job_data(training_job) if data is None and training_job is not None else None
     data_source, section = _frame_for(data, config, job, run_id)
     source = str((section or {}).get("source", "feature_set")) if section is not None else "frame"
     target = params.get("target")
