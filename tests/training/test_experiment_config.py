@@ -72,6 +72,26 @@ def local_copy(tmp_path: Path, store: str, **reproducibility: object) -> dict[st
     return config
 
 
+def train_with(
+    training_config: Path, experiment_file: Path, capsys: pytest.CaptureFixture[str]
+) -> pytest.CaptureResult[str]:
+    """``retailml train --json`` with the experiment config; what it printed (exit 0 checked)."""
+    capsys.readouterr()
+    code = main(
+        [
+            "train",
+            "--config",
+            str(training_config),
+            "--experiment-config",
+            str(experiment_file),
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured
+
+
 def git_checkout(directory: Path) -> str:
     """Make ``directory`` a git checkout with one commit; its hash."""
 
@@ -121,18 +141,7 @@ def test_train_applies_the_guides_config_to_the_mlflow_run(
     (tmp_path / "requirements.txt").write_text("retailml\n")
     experiment_file = tmp_path / "guide-experiment.yaml"
     experiment_file.write_text(yaml.safe_dump(local_copy(tmp_path, "mlflow.db")))
-    code = main(
-        [
-            "train",
-            "--config",
-            str(training_config),
-            "--experiment-config",
-            str(experiment_file),
-            "--json",
-        ]
-    )
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
+    captured = train_with(training_config, experiment_file, capsys)
     printed = captured.err.replace("\n", "")  # Rich wraps long paths
     assert f"experiment config: {experiment_file}" in printed
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -184,18 +193,7 @@ def test_reproduce_finds_a_run_in_its_experiments_tracking_store(
     experiment_file.write_text(yaml.safe_dump(local_copy(tmp_path, "experiments.db")))
     store = f"sqlite:///{tmp_path / 'experiments.db'}"
     capsys.readouterr()
-    code = main(
-        [
-            "train",
-            "--config",
-            str(training_config),
-            "--experiment-config",
-            str(experiment_file),
-            "--json",
-        ]
-    )
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
+    captured = train_with(training_config, experiment_file, capsys)
     run_id = json.loads(captured.out)["run_id"]
     # The run is in the experiment's store, not the workspace's default one; the
     # training job recorded the experiment config, so no option is needed to find it.
