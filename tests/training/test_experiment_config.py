@@ -192,7 +192,6 @@ def test_reproduce_finds_a_run_in_its_experiments_tracking_store(
     experiment_file = tmp_path / "guide-experiment.yaml"
     experiment_file.write_text(yaml.safe_dump(local_copy(tmp_path, "experiments.db")))
     store = f"sqlite:///{tmp_path / 'experiments.db'}"
-    capsys.readouterr()
     captured = train_with(training_config, experiment_file, capsys)
     run_id = json.loads(captured.out)["run_id"]
     # The run is in the experiment's store, not the workspace's default one; the

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from retailml.cli._console import err
-from retailml.core.settings import get_settings
+from retailml.core.settings import Settings, get_settings
 
 
 def serve(
@@ -59,18 +64,44 @@ def serve(
         )
     bind_host = host or settings.serve_host
     bind_port = port or settings.serve_port
+    processes = workers or settings.serve_workers
     err.print(
-        f"retailml serve: http://{bind_host}:{bind_port} "
-        f"({workers or settings.serve_workers} worker(s), docs at /docs)"
+        f"retailml serve: http://{bind_host}:{bind_port} ({processes} worker(s), docs at /docs)"
     )
-    uvicorn.run(
-        "retailml.serving.app:create_app",
-        factory=True,
-        host=bind_host,
-        port=bind_port,
-        workers=workers or settings.serve_workers,
-        log_level=log_level,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-    )
+    with _shared_metrics(processes, settings):
+        uvicorn.run(
+            "retailml.serving.app:create_app",
+            factory=True,
+            host=bind_host,
+            port=bind_port,
+            workers=processes,
+            log_level=log_level,
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+        )
+
+
+@contextlib.contextmanager
+def _shared_metrics(processes: int, settings: Settings) -> Iterator[None]:
+    """With several workers, a fresh directory they share Prometheus values through.
+
+    The workers inherit PROMETHEUS_MULTIPROC_DIR, so /metrics adds up every
+    worker's counts whichever one answers the scrape. A directory the user set
+    is used as it is; one made here is removed when the service stops.
+    """
+    from retailml.core.workspace import Workspace
+    from retailml.serving._metrics import MULTIPROCESS_ENV
+
+    if processes < 2 or os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    scratch = Workspace.from_settings(settings).tmp
+    scratch.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="prometheus-", dir=scratch))
+    os.environ[MULTIPROCESS_ENV] = str(directory)
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROCESS_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -3,14 +3,21 @@
 Besides its own series the registry carries the standard ``process_*``,
 ``python_gc_*`` and ``python_info`` series of the worker.
 
-With several worker processes each keeps its own counters; a scrape reaches
-one worker (run one worker per pod, or scrape each port, to aggregate).
+Several worker processes (``retailml serve --workers N``) share their
+counters and histograms through prometheus_client's multiprocess mode: with
+``PROMETHEUS_MULTIPROC_DIR`` set (``retailml serve`` sets it to a fresh
+directory when it starts more than one worker), every worker writes its
+values to files there and a scrape, whichever worker answers it, adds up
+every worker's, those that have exited included. The routing-table age is
+the oldest among live workers; ``process_*`` and ``python_info`` are those
+of the worker that answered (prometheus_client has no multiprocess ``python_gc_*``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -26,11 +33,15 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from retailml.monitoring import GaugeSample
 
 logger = logging.getLogger(__name__)
+
+#: The environment variable that switches prometheus_client to multiprocess mode.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Latency buckets in seconds: the service targets milliseconds.
 LATENCY_BUCKETS = (
@@ -56,13 +67,21 @@ class ServingMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        #: The directory the workers share their values through, or None (one process).
+        self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV) or None
         self.registry = CollectorRegistry(auto_describe=True)
+        # What a scrape reads: the metrics' own registry, or in multiprocess
+        # mode one that adds up every worker's files.
+        self.exposed = self.registry
+        if self.multiprocess_dir is not None:
+            self.exposed = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self.exposed, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         # The worker's own CPU, memory, open files and start time (process_*),
-        # its garbage collector (python_gc_*) and interpreter (python_info),
-        # as on prometheus_client's default registry.
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        # its garbage collector (python_gc_*, not in multiprocess mode) and
+        # interpreter (python_info), as on prometheus_client's default registry.
+        ProcessCollector(registry=self.exposed)
+        PlatformCollector(registry=self.exposed)
+        GCCollector(registry=self.exposed)
         labels = ("model", "version", "arm", "endpoint")
         self.requests = Counter(
             "retailml_prediction_requests",
@@ -109,6 +128,7 @@ class ServingMetrics:
             "retailml_routing_table_age_seconds",
             "Seconds since the routing table was reloaded from the database.",
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
 
     def auth_failure(self, kind: str, status: int) -> None:
@@ -135,7 +155,7 @@ class ServingMetrics:
     def add_quality(self, read: Callable[[], list[GaugeSample]], ttl_s: float = 15.0) -> None:
         """Expose the monitoring gauges (latest MAPE, drift share, open alerts) too."""
         self._quality = _QualityCollector(read, ttl_s)
-        self.registry.register(self._quality)
+        self.exposed.register(self._quality)
 
     def refresh_quality(self) -> None:
         """Read the model-quality gauges again at the next scrape."""
@@ -144,7 +164,12 @@ class ServingMetrics:
 
     def render(self) -> bytes:
         """The exposition text."""
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed)
+
+    def close(self) -> None:
+        """In multiprocess mode, drop this worker's live-only gauge (it is exiting)."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
 
 
 class _QualityCollector(Collector):

@@ -335,6 +335,7 @@ class ServingState:
 
     def stop_sync(self) -> None:
         """Write the queued log rows and close connections."""
+        self.metrics.close()
         if self.log is not None:
             self.log.close()
         if self._feature_store is not None:
