@@ -235,6 +235,18 @@ def test_reproduce_finds_a_run_in_its_experiments_tracking_store(
     )
     assert outcome.ok and outcome.data_source == "data file"
 
+    # A job that trained without an experiment config used the workspace's store;
+    # a config found in the working directory later does not send reproduce elsewhere.
+    assert main(["train", "--config", str(training_config), "--json"]) == 0
+    plain_run = json.loads(capsys.readouterr().out)["run_id"]
+    discovered = tmp_path / DEFAULT_EXPERIMENT_CONFIG
+    discovered.parent.mkdir(parents=True)
+    discovered.write_text(experiment_file.read_text())
+    code = main(["reproduce", plain_run])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"experiment config: {discovered}" in captured.err.replace("\n", "")
+
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text)

@@ -263,13 +263,17 @@ def _tracking_settings(
 ) -> Settings:
     """The settings whose tracking store holds the run.
 
-    The experiment config the run's training job recorded, else the one
-    given, decides the store, as it did for ``retailml train``; an explicit
-    tracking URI setting (``RETAILML_MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_URI``)
-    wins over either, as it did there.
+    A run's training job decides the store: the experiment config it recorded,
+    or none (the settings' store). Only for a run no job recorded does the
+    given experiment config decide. An explicit tracking URI setting
+    (``RETAILML_MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_URI``) wins, as it
+    did for ``retailml train``.
     """
-    recorded = (job.inputs or {}).get("experiment") if job is not None else None
-    experiment = ExperimentConfig.from_inputs(recorded) if recorded else given
+    if job is not None:
+        recorded = (job.inputs or {}).get("experiment")
+        experiment = ExperimentConfig.from_inputs(recorded) if recorded else None
+    else:
+        experiment = given
     if experiment is None:
         return settings
     return experiment.settings_for(settings)[0]
