@@ -121,3 +121,42 @@ def test_metrics_add_up_every_workers_requests(
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0
     assert not shared.exists(), "the shared metrics directory outlived the service"
+
+
+# What a fresh interpreter prints: the requests /metrics counts for one observed request.
+_SCRIPT = """
+import os, sys
+if sys.argv[1] == "before":
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[2]
+import prometheus_client
+if sys.argv[1] == "after":
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[2]  # as importing feast.metrics does
+from retailml.serving._metrics import ServingMetrics
+metrics = ServingMetrics()
+metrics.observe("sales_forecast", "1.0.0", None, "predict", 200, 0.01)
+print(metrics.multiprocess_dir is not None)
+print(metrics.render().decode())
+"""
+
+
+@pytest.mark.parametrize("set_when", ["before", "after"])
+def test_the_mode_follows_prometheus_client_not_a_variable_set_later(
+    set_when: str, tmp_path: Path
+) -> None:
+    """Multiprocess mode is fixed when prometheus_client is imported; a variable set later
+    (feast.metrics sets PROMETHEUS_MULTIPROC_DIR on import) must not hide the counts."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith("prometheus_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, set_when, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    mode, text = done.stdout.split("\n", 1)
+    assert mode == str(set_when == "before")
+    (count,) = [float(v) for labels, v in REQUESTS.findall(text) if 'status="200"' in labels]
+    assert count == 1
+    assert any(tmp_path.glob("counter_*.db")) is (set_when == "before")

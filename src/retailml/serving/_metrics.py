@@ -31,6 +31,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -61,6 +62,19 @@ LATENCY_BUCKETS = (
 )
 
 
+def multiprocess_dir() -> str | None:
+    """The directory this process's metric values are kept in, in multiprocess mode; else None.
+
+    prometheus_client fixes the mode when it is first imported, by whether
+    ``PROMETHEUS_MULTIPROC_DIR`` is set then; the variable appearing later
+    (importing ``feast.metrics`` sets it) does not switch it, so the mode is
+    read from the value class in use, not from the environment alone.
+    """
+    if values.ValueClass is values.MutexValue:
+        return None
+    return os.environ.get(MULTIPROCESS_ENV) or os.environ.get(MULTIPROCESS_ENV.lower()) or None
+
+
 class ServingMetrics:
     """Requests, latency and errors per model version and arm; auth failures; log drops."""
 
@@ -68,7 +82,7 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         #: The directory the workers share their values through, or None (one process).
-        self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV) or None
+        self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         # What a scrape reads: the metrics' own registry, or in multiprocess
         # mode one that adds up every worker's files.
