@@ -33,7 +33,7 @@ from retailml.deployment.diagnostics import (
 from retailml.registry import ModelRegistry
 from retailml.serving.app import create_app
 from retailml.training.model_trainer import ModelTrainer
-from serving.helpers import API_KEY, customers, daily_panel, deploy, serving_settings
+from serving.helpers import API_KEY, customers, deploy, deployed_forecast, serving_settings
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A forecast and a segmentation model, both deployed to production."""
     home = tmp_path_factory.mktemp("diagnostics") / "workspace"
     settings = Settings(home=home)
-    forecast = ModelTrainer(
-        model_type="sales_forecast",
-        algorithm="seasonal_naive",
-        hyperparameters={"horizon": 7},
-        validation_strategy="holdout",
-        settings=settings,
-    ).train_sync(daily_panel(days=60), target="sales_amount", model_name="sales_forecast")
+    deployed_forecast(settings)
     segments = ModelTrainer(
         model_type="customer_segmentation",
         n_splits=2,
@@ -57,9 +51,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     while mlflow.active_run() is not None:
         mlflow.end_run()
     with ModelRegistry(settings) as registry:
-        registry.register_model("sales_forecast", "1.0.0", forecast)
         registry.register_model("customer_segmentation", "1.0.0", segments)
-    deploy(settings, "sales_forecast", "1.0.0")
     deploy(settings, "customer_segmentation", "1.0.0")
     return home
 

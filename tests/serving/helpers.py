@@ -83,3 +83,29 @@ def serving_settings(home: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def deployed_forecast(settings: Settings, horizon: int = 7) -> object:
+    """Train a seasonal-naive ``sales_forecast``, register it as 1.0.0, deploy it to production.
+
+    Returns:
+        The training result (other models can be registered beside it).
+    """
+    import mlflow
+
+    from retailml.registry import ModelRegistry
+    from retailml.training.model_trainer import ModelTrainer
+
+    forecast = ModelTrainer(
+        model_type="sales_forecast",
+        algorithm="seasonal_naive",
+        hyperparameters={"horizon": horizon},
+        validation_strategy="holdout",
+        settings=settings,
+    ).train_sync(daily_panel(days=60), target="sales_amount", model_name="sales_forecast")
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    with ModelRegistry(settings) as registry:
+        registry.register_model("sales_forecast", "1.0.0", forecast)
+    deploy(settings, "sales_forecast", "1.0.0")
+    return forecast

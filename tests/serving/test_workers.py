@@ -19,14 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import mlflow
 import pytest
 
 from retailml.core.settings import Settings
-from retailml.registry import ModelRegistry
-from retailml.training.model_trainer import ModelTrainer
 
-from .helpers import ADMIN_TOKEN, API_KEY, AUTH, daily_panel, deploy
+from .helpers import ADMIN_TOKEN, API_KEY, AUTH, deployed_forecast
 
 PREDICT = "/api/v1/ml/predict"
 REQUESTS = re.compile(r"^retailml_prediction_requests_total\{([^}]*)\} (\S+)$", re.MULTILINE)
@@ -36,19 +33,7 @@ REQUESTS = re.compile(r"^retailml_prediction_requests_total\{([^}]*)\} (\S+)$", 
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace with one forecast deployed to production."""
     home = tmp_path_factory.mktemp("workers") / "workspace"
-    settings = Settings(home=home)
-    forecast = ModelTrainer(
-        model_type="sales_forecast",
-        algorithm="seasonal_naive",
-        hyperparameters={"horizon": 7},
-        validation_strategy="holdout",
-        settings=settings,
-    ).train_sync(daily_panel(days=60), target="sales_amount", model_name="sales_forecast")
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    with ModelRegistry(settings) as registry:
-        registry.register_model("sales_forecast", "1.0.0", forecast)
-    deploy(settings, "sales_forecast", "1.0.0")
+    deployed_forecast(Settings(home=home))
     return home
 
 
