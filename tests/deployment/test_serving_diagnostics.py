@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 import uvicorn
 from sqlalchemy import func, select
@@ -30,10 +29,15 @@ from retailml.deployment.diagnostics import (
     ResourceUsage,
     ServingDiagnostic,
 )
-from retailml.registry import ModelRegistry
 from retailml.serving.app import create_app
 from retailml.training.model_trainer import ModelTrainer
-from serving.helpers import API_KEY, customers, deploy, deployed_forecast, serving_settings
+from serving.helpers import (
+    API_KEY,
+    customers,
+    deployed_forecast,
+    register_and_deploy,
+    serving_settings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +52,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         hyperparameters={"n_clusters": 3},
         settings=settings,
     ).train_sync(customers(), model_name="customer_segmentation")
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    with ModelRegistry(settings) as registry:
-        registry.register_model("customer_segmentation", "1.0.0", segments)
-    deploy(settings, "customer_segmentation", "1.0.0")
+    register_and_deploy(settings, "customer_segmentation", segments)
     return home
 
 

@@ -91,9 +91,6 @@ def deployed_forecast(settings: Settings, horizon: int = 7) -> object:
     Returns:
         The training result (other models can be registered beside it).
     """
-    import mlflow
-
-    from retailml.registry import ModelRegistry
     from retailml.training.model_trainer import ModelTrainer
 
     forecast = ModelTrainer(
@@ -103,9 +100,20 @@ def deployed_forecast(settings: Settings, horizon: int = 7) -> object:
         validation_strategy="holdout",
         settings=settings,
     ).train_sync(daily_panel(days=60), target="sales_amount", model_name="sales_forecast")
+    register_and_deploy(settings, "sales_forecast", forecast)
+    return forecast
+
+
+def register_and_deploy(
+    settings: Settings, name: str, model: object, version: str = "1.0.0"
+) -> None:
+    """Register a trained ``model`` as ``name`` ``version`` and deploy it to production."""
+    import mlflow
+
+    from retailml.registry import ModelRegistry
+
     while mlflow.active_run() is not None:
         mlflow.end_run()
     with ModelRegistry(settings) as registry:
-        registry.register_model("sales_forecast", "1.0.0", forecast)
-    deploy(settings, "sales_forecast", "1.0.0")
-    return forecast
+        registry.register_model(name, version, model)
+    deploy(settings, name, version)
