@@ -30,7 +30,9 @@ from retailml.feature_engineering._duckdb_engine import (
     available_cpus,
     cgroup_limits,
     default_memory_limit,
+    memory_bytes,
     month_windows,
+    session_options,
 )
 from retailml.feature_engineering._validation import validate, validate_columns
 from retailml.feature_engineering.feature_pipeline import (
@@ -58,6 +60,14 @@ LATER: list[Line] = [
     ("600001", "85123A", 6, "2011-12-01T10:00", 2.0, "12345", UK),
     ("600002", "22423", 2, "2011-12-02T11:00", 4.0, "99999", "France"),
 ]
+
+
+#: Engine options computing the sets one at a time, and two at a time on two connections.
+SESSIONS = pytest.mark.parametrize(
+    "engine_options",
+    [{"threads": 1}, {"threads": 2, "concurrent_sets": 2}],
+    ids=["one session", "two sessions"],
+)
 
 
 def pipeline(settings: Settings, *sets: str, **config: Any) -> FeatureEngineeringPipeline:
@@ -185,6 +195,14 @@ def test_a_feature_set_needs_its_source_table_listed(settings: Settings) -> None
         ({"snapshots": "weekly"}, "snapshots: expected one of 'single', 'monthly'; got 'weekly'"),
         ({"engine_options": {"threads": 0}}, "engine_options.threads: expected a positive int"),
         ({"engine_options": {"cores": 2}}, "unknown option 'cores' for duckdb"),
+        (
+            {"engine_options": {"memory_limit": "lots"}},
+            "engine_options.memory_limit: expected a size such as '4GB' or '512MiB'",
+        ),
+        (
+            {"engine_options": {"concurrent_sets": 0}},
+            "engine_options.concurrent_sets: expected a positive int",
+        ),
         ({"feature_sets": []}, "feature_sets: empty; name one or more of customer_rfm"),
         ({"feature_sets": "customer_rfm"}, "feature_sets: expected a list of names"),
         ({"partitioning": ["year", "year"]}, "partitioning: names listed twice: 'year'"),
@@ -317,11 +335,13 @@ def test_a_changed_parameter_gives_a_new_version(
     assert monthly.row_count > single.row_count
 
 
+@SESSIONS
 def test_a_failure_mid_write_publishes_nothing(
     settings: Settings,
     workspace: Workspace,
     write_silver: WriteSilver,
     monkeypatch: pytest.MonkeyPatch,
+    engine_options: dict[str, Any],
 ) -> None:
     write_silver(random_lines(invoices=100))
     before = pipeline(settings, "customer_rfm", "daily_sales").run()
@@ -337,7 +357,7 @@ def test_a_failure_mid_write_publishes_nothing(
 
     monkeypatch.setattr(DuckDBEngine, "write", write_then_crash)
     with pytest.raises(OSError, match="No space left"):
-        pipeline(settings, "customer_rfm", "daily_sales").run()
+        pipeline(settings, "customer_rfm", "daily_sales", engine_options=engine_options).run()
 
     for name in ("customer_rfm", "daily_sales"):
         old = before[name]
@@ -346,6 +366,48 @@ def test_a_failure_mid_write_publishes_nothing(
         assert load_feature_set(name, settings=settings).version == old.version
         assert load_feature_set(name, settings=settings).table().equals(old.table())
     assert len(builds(settings)) == 2  # the first run's
+
+
+def test_sets_computed_at_once_equal_sets_computed_in_turn(
+    settings: Settings, write_silver: WriteSilver
+) -> None:
+    write_silver(random_lines(invoices=300))
+    names = list(FEATURE_SETS)
+    in_turn = pipeline(settings, *names, engine_options={"threads": 1}).run(force=True)
+    expected = {name: in_turn[name].table() for name in names}
+
+    at_once = pipeline(settings, *names, engine_options={"threads": 2, "concurrent_sets": 2}).run(
+        force=True
+    )
+
+    for name in names:
+        assert at_once[name].version == in_turn[name].version
+        assert at_once[name].row_count == in_turn[name].row_count > 0
+        # Each connection has one thread, so even float sums are bit for bit the same.
+        assert at_once[name].table().equals(expected[name]), name
+
+
+def test_two_sessions_start_with_the_costliest_sets(
+    settings: Settings, write_silver: WriteSilver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_silver(random_lines(invoices=100))
+    names = list(FEATURE_SETS)
+    by_sql = {FEATURE_SETS[name].sql(): name for name in names}
+    started: list[str] = []
+    original = DuckDBEngine.write
+
+    def noting_write(self: DuckDBEngine, sql: str, directory: Path, parts: Any) -> int:
+        if sql in by_sql and by_sql[sql] not in started:
+            started.append(by_sql[sql])
+        return original(self, sql, directory, parts)
+
+    monkeypatch.setattr(DuckDBEngine, "write", noting_write)
+    pipeline(settings, *names, engine_options={"threads": 2, "concurrent_sets": 2}).run()
+
+    costliest = sorted(names, key=lambda n: -FEATURE_SETS[n].relative_cost)[:2]
+    assert costliest == ["daily_sales", "product_popularity"]
+    assert set(started[:2]) == set(costliest)
+    assert sorted(started) == sorted(names)
 
 
 # --------------------------------------------------------------------------- validation
@@ -360,11 +422,21 @@ MISSING_PRICE: list[Line] = [
 ]
 
 
+@SESSIONS
 def test_a_failing_rule_stops_the_run_naming_set_column_and_value(
-    settings: Settings, workspace: Workspace, write_silver: WriteSilver
+    settings: Settings,
+    workspace: Workspace,
+    write_silver: WriteSilver,
+    engine_options: dict[str, Any],
 ) -> None:
     write_silver(MISSING_PRICE)
-    run = pipeline(settings, "customer_rfm", "product_popularity", source_tables=["bronze_sales"])
+    run = pipeline(
+        settings,
+        "customer_rfm",
+        "product_popularity",
+        source_tables=["bronze_sales"],
+        engine_options=engine_options,
+    )
 
     with pytest.raises(DataValidationError) as err:
         run.run()
@@ -543,6 +615,23 @@ def test_sets_computed_month_window_by_window_equal_one_pass(
         assert result.validation.to_dict() == one_pass[name].validation.to_dict()
 
 
+@pytest.mark.parametrize("statistics", [True, False], ids=["footers", "no statistics"])
+def test_the_date_range_is_the_datas_first_and_last_day(tmp_path: Path, statistics: bool) -> None:
+    lines = fourteen_months()
+    part = tmp_path / "part-x.parquet"
+    pq.write_table(silver_table(lines), part, row_group_size=50, write_statistics=statistics)
+    with DuckDBEngine([part], tmp_path / "scratch", {"threads": 1}) as engine:
+        bounds = engine._date_range()
+        ((first, last),) = engine.con.execute(
+            "SELECT CAST(MIN(invoice_date) AS DATE), CAST(MAX(invoice_date) AS DATE) "
+            "FROM transactions"
+        ).fetchall()
+
+    assert bounds == (first, last)
+    days = sorted(datetime.fromisoformat(line[3]).date() for line in lines)
+    assert bounds == (days[0], days[-1])
+
+
 def test_month_windows_take_every_row_once_in_whole_months(tmp_path: Path) -> None:
     stamps = [datetime(2011, 1, 1) + timedelta(hours=7 * i) for i in range(4000)]  # 38 months
     part = tmp_path / "part-a.parquet"
@@ -650,6 +739,39 @@ def test_validating_the_written_files_equals_validating_the_table(tmp_path: Path
 
 
 # --------------------------------------------------------------------------- engine resources
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"threads": 1, "memory_limit": "4GB"}, [(1, "4GB")]),
+        ({"threads": 2, "memory_limit": "4GB"}, [(1, "1953125KiB")] * 2),
+        ({"threads": 4, "memory_limit": "1GiB"}, [(2, "524288KiB")] * 2),
+        ({"threads": 4, "memory_limit": "3GB", "concurrent_sets": 3}, [(1, "976562KiB")] * 3),
+        ({"threads": 2, "memory_limit": "1GB", "concurrent_sets": 5}, [(1, "488281KiB")] * 2),
+        ({"threads": 8, "memory_limit": "8GB", "concurrent_sets": 1}, [(8, "8GB")]),
+    ],
+    ids=["one thread", "two threads", "four threads", "three sets", "capped", "one set"],
+)
+def test_sessions_share_the_threads_and_memory(
+    options: dict[str, Any], expected: list[tuple[int, str]]
+) -> None:
+    sessions = session_options(options)
+
+    assert [(s["threads"], s["memory_limit"]) for s in sessions] == expected
+    assert all(s["concurrent_sets"] == 1 for s in sessions)
+    assert sum(memory_bytes(s["memory_limit"]) or 0 for s in sessions) <= (
+        memory_bytes(options["memory_limit"]) or 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("4GB", 4 * 10**9), ("512MiB", 512 << 20), ("1.5 gb", 1_500_000_000), ("100", 100)],
+)
+def test_memory_sizes_are_read_in_duckdbs_units(text: str, expected: int) -> None:
+    assert memory_bytes(text) == expected
+    assert memory_bytes("lots") is None and memory_bytes("80%") is None
 
 
 @pytest.mark.parametrize(

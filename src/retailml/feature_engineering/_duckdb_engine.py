@@ -25,6 +25,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,15 @@ WINDOW_ROWS = 1_000_000
 #: merged into fewer, larger ones.
 MAX_READS = 2.0
 
+#: Feature sets computed at once, by default. Measured at 10M rows on 2 cores:
+#: two connections of one thread each, computing different sets, finish the
+#: five sets in about 20% less time than one connection of two threads
+#: computing them in turn (a hash aggregation on two threads takes well over
+#: half the time it takes on one, and the Python between queries, validation
+#: and the holiday calendar, then overlaps the other set's query). More
+#: connections than 2 would leave the largest set's query on too few threads.
+CONCURRENT_SETS = 2
+
 #: ``engine_options`` the DuckDB engine accepts.
 OPTIONS: dict[str, tuple[type, str]] = {
     "threads": (int, "worker threads (default: every CPU the process may use)"),
@@ -59,6 +69,11 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "window_rows": (
         int,
         f"silver rows per time window of a month-chunkable feature set (default {WINDOW_ROWS})",
+    ),
+    "concurrent_sets": (
+        int,
+        "feature sets computed at once, each on its own connection with an equal share of "
+        f"the threads and memory (default: {CONCURRENT_SETS}, or 1 with one thread)",
     ),
 }
 
@@ -134,6 +149,64 @@ def default_memory_limit(root: Path = CGROUP_ROOT) -> str:
     if total is None:  # pragma: no cover - non-POSIX
         return "4GB"
     return f"{max(total // 2 // (1 << 20), 256)}MB"
+
+
+#: DuckDB's size units, in bytes (its ``KB``, ``MB``... are powers of 1000).
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "bytes": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def memory_bytes(limit: str) -> int | None:
+    """A DuckDB memory size (``'4GB'``, ``'512MiB'``) in bytes; None if it is not one."""
+    match = _SIZE.match(limit)
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        return None
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def check_options(options: Mapping[str, Any]) -> list[str]:
+    """Problems with DuckDB ``engine_options`` values beyond their types."""
+    limit = options.get("memory_limit")
+    if limit is not None and memory_bytes(str(limit)) is None:
+        return [
+            f"engine_options.memory_limit: expected a size such as '4GB' or '512MiB' "
+            f"(units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB); got {limit!r}"
+        ]
+    return []
+
+
+def session_options(options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The options of each connection computing feature sets at once.
+
+    ``concurrent_sets`` connections (default :data:`CONCURRENT_SETS`, never
+    more than the threads) share ``threads`` and ``memory_limit`` equally;
+    each gets at least one thread.
+    """
+    threads = int(options.get("threads") or available_cpus())
+    wanted = int(options.get("concurrent_sets") or CONCURRENT_SETS)
+    sessions = max(1, min(wanted, threads))
+    limit = str(options.get("memory_limit") or default_memory_limit())
+    total = memory_bytes(limit)
+    share = limit if total is None or sessions == 1 else f"{total // sessions // 1024}KiB"
+    each = {
+        **options,
+        "threads": max(1, threads // sessions),
+        "memory_limit": share,
+        "concurrent_sets": 1,
+    }
+    return [dict(each) for _ in range(sessions)]
 
 
 def _literal(text: str) -> str:
@@ -400,13 +473,27 @@ class DuckDBEngine:
         self.con.unregister(f"_{name}_arrow")
 
     def _date_range(self) -> tuple[dt.date, dt.date] | None:
-        """The data's first and last day (read once: dim_dates and dim_holidays both ask)."""
+        """The data's first and last day (read once: dim_dates and dim_holidays both ask).
+
+        From the ``invoice_date`` statistics in the Parquet footers, which
+        hold the exact least and greatest timestamp of each row group; by a
+        scan when a footer has none.
+        """
         if not self._bounds_read:
-            ((first, last),) = self.con.execute(
-                f"SELECT CAST(MIN(invoice_date) AS DATE), CAST(MAX(invoice_date) AS DATE) "
-                f"FROM {TRANSACTIONS}"
-            ).fetchall()
-            self._bounds = None if first is None else (first, last)
+            found = _row_groups(self.parts)
+            if found is not None:
+                groups, _ = found
+                self._bounds = (
+                    (min(g.first for g in groups).date(), max(g.last for g in groups).date())
+                    if groups
+                    else None
+                )
+            else:
+                ((first, last),) = self.con.execute(
+                    f"SELECT CAST(MIN(invoice_date) AS DATE), CAST(MAX(invoice_date) AS DATE) "
+                    f"FROM {TRANSACTIONS}"
+                ).fetchall()
+                self._bounds = None if first is None else (first, last)
             self._bounds_read = True
         return self._bounds
 

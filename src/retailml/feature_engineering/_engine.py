@@ -10,6 +10,12 @@ An engine may also offer :class:`MonthlyWriter`: computing a feature set
 whose rows each come from one calendar month of transactions
 (:attr:`~retailml.feature_engineering._definitions.FeatureSet.chunkable_by`)
 a few months at a time, which bounds the memory its aggregations hold.
+
+An engine may compute several feature sets at once: its
+:attr:`EngineSpec.sessions` splits the ``engine_options`` into one set of
+options per session, and the pipeline opens that many sessions and hands each
+the next set to compute, the costliest first
+(:attr:`~retailml.feature_engineering._definitions.FeatureSet.relative_cost`).
 """
 
 from __future__ import annotations
@@ -74,6 +80,10 @@ def _no_problems(_options: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _one_session(options: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [options]
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     """A registered engine.
@@ -83,11 +93,15 @@ class EngineSpec:
         options: Option name -> (type, description) accepted in ``engine_options``.
         check: Problems with option values beyond their types (one line each),
             reported with the rest of the configuration's problems.
+        sessions: The options of each session that computes feature sets at
+            the same time as the others (one session, the options as given,
+            unless the engine says otherwise).
     """
 
     factory: EngineFactory
     options: Mapping[str, tuple[type, str]]
     check: Callable[[Mapping[str, Any]], list[str]] = _no_problems
+    sessions: Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]] = _one_session
 
 
 def engines() -> dict[str, EngineSpec]:
@@ -95,7 +109,12 @@ def engines() -> dict[str, EngineSpec]:
     from retailml.feature_engineering import _duckdb_engine, _spark_engine
 
     return {
-        "duckdb": EngineSpec(_duckdb_engine.DuckDBEngine, _duckdb_engine.OPTIONS),
+        "duckdb": EngineSpec(
+            _duckdb_engine.DuckDBEngine,
+            _duckdb_engine.OPTIONS,
+            _duckdb_engine.check_options,
+            _duckdb_engine.session_options,
+        ),
         "spark": EngineSpec(
             _spark_engine.SparkEngine, _spark_engine.OPTIONS, _spark_engine.check_options
         ),

@@ -14,7 +14,9 @@ The guide's configuration runs as written::
     features["customer_rfm"].table(format="pandas")
 
 One run reads the silver Parquet parts in place, computes each feature set
-with the engine (DuckDB), validates it, and publishes every set at once:
+with the engine (DuckDB; two sets at a time when there are two threads or
+more, each on its own connection), validates it, and publishes every set at
+once:
 ``Workspace.features/<feature_set>/<version>/year=YYYY/month=M/*.parquet``
 with a ``_manifest.json``, a ``_latest`` pointer per set and a
 ``feature_builds`` lineage row per build. Publishing is all or nothing: a
@@ -41,7 +43,7 @@ Configuration keys (validated together; every problem is reported at once):
     See :mod:`retailml.feature_engineering._validation`.
 ``output_format`` (``"parquet"``), ``partitioning`` (a subset of ``["year", "month"]``)
 ``engine`` (``"duckdb"`` or ``"spark"``), ``engine_options``
-    DuckDB: ``threads``, ``memory_limit``, ``window_rows`` (see
+    DuckDB: ``threads``, ``memory_limit``, ``window_rows``, ``concurrent_sets`` (see
     :mod:`retailml.feature_engineering._duckdb_engine`); Spark: ``master``,
     ``driver_memory``, ``spark_conf`` (see
     :mod:`retailml.feature_engineering._spark_engine`).
@@ -58,8 +60,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -721,22 +726,42 @@ class FeatureEngineeringPipeline:
     ) -> list[_Build]:
         cfg = self.parsed_config
         plans = [self._plan(FEATURE_SETS[name], workspace, silver) for name in cfg.feature_sets]
+        reused = {p.definition.name: p for p in plans if p.published and not force}
+        todo = [p for p in plans if p.definition.name not in reused]
+        spec = engines()[cfg.engine]
+        sessions = list(spec.sessions(cfg.engine_options))[: max(1, len(todo))]
+        scratch = workspace.tmp / cfg.engine
         builds: list[_Build] = []
-        engine: FeatureEngine = engines()[cfg.engine].factory(
-            silver.parts, workspace.tmp / cfg.engine, cfg.engine_options
-        )
         # Every new version is staged in a temporary directory beside its
         # target; the stack renames them all when the block ends without an
         # error, and removes them all otherwise: a run publishes all or nothing.
-        with engine, contextlib.ExitStack() as staging:
-            engine.add_relations(cfg.relations)
+        with contextlib.ExitStack() as opened, contextlib.ExitStack() as staging:
+            sessions_opened: list[FeatureEngine] = []
+            for number, options in enumerate(sessions):
+                where = scratch if len(sessions) == 1 else scratch / f"session-{number}"
+                engine = opened.enter_context(spec.factory(silver.parts, where, options))
+                engine.add_relations(cfg.relations)
+                sessions_opened.append(engine)
+            reports = {name: self._reuse(plan, db, silver) for name, plan in reused.items()}
+            staged = {
+                p.definition.name: staging.enter_context(atomic_path(p.path, directory=True))
+                for p in todo
+            }
+            computed = self._compute_all(todo, sessions_opened, staged)
             for plan in plans:
-                if plan.published and not force:
-                    build = self._reuse(plan, db, silver)
-                else:
-                    staged = staging.enter_context(atomic_path(plan.path, directory=True))
-                    build = self._compute(plan, engine, staged, db, silver)
+                name = plan.definition.name
+                if name in reports:
+                    builds.append(reports[name])
+                    continue
+                if name not in computed:
+                    continue  # not started: a set computed at the same time failed
+                build = computed[name]
+                self._check(db, build, silver)
+                manifest = self._manifest(build, silver).to_json()
+                (staged[name] / MANIFEST).write_text(manifest, encoding="utf-8")
                 builds.append(build)
+            if len(builds) != len(plans):  # pragma: no cover - a failure raised above
+                raise RuntimeError("feature sets were left unbuilt without a failure")
         for build in builds:
             set_latest(build.plan.path.parent, build.plan.version)
         fresh = [b for b in builds if not b.reused]
@@ -751,6 +776,66 @@ class FeatureEngineeringPipeline:
                 transformations=[f"sql:{definition_hash(build.plan.sql)[:16]}"],
                 settings=self.settings,
             )
+        return builds
+
+    def _stops(self, build: _Build) -> bool:
+        """Whether ``build``'s validation ends the run (then no further set is started)."""
+        return not build.validation.passed and self.parsed_config.on_validation_failure == "fail"
+
+    def _compute_all(
+        self,
+        plans: Sequence[_Plan],
+        sessions: Sequence[FeatureEngine],
+        staged: Mapping[str, Path],
+    ) -> dict[str, _Build]:
+        """Compute ``plans`` on the engine sessions, each session one set at a time.
+
+        One session computes the sets in their configured order. Several take
+        the next set from a queue, the costliest first. A set failing
+        validation in fail mode, or an error, stops the sessions from starting
+        another set; an error is raised once every session has stopped (the
+        first failed set's, in configured order).
+
+        Returns:
+            The computed sets by name; in fail mode, possibly not all of them.
+        """
+        builds: dict[str, _Build] = {}
+        if len(sessions) == 1:
+            for plan in plans:
+                build = self._compute(plan, sessions[0], staged[plan.definition.name])
+                builds[build.name] = build
+                if self._stops(build):
+                    break
+            return builds
+        pending: queue.SimpleQueue[_Plan] = queue.SimpleQueue()
+        for plan in sorted(plans, key=lambda p: -p.definition.relative_cost):
+            pending.put(plan)
+        stop = threading.Event()
+        errors: dict[str, BaseException] = {}
+
+        def work(engine: FeatureEngine) -> None:
+            while not stop.is_set():
+                try:
+                    plan = pending.get_nowait()
+                except queue.Empty:
+                    return
+                name = plan.definition.name
+                try:
+                    build = self._compute(plan, engine, staged[name])
+                except BaseException as exc:
+                    errors[name] = exc
+                    stop.set()
+                    return
+                builds[name] = build
+                if self._stops(build):
+                    stop.set()
+
+        with ThreadPoolExecutor(len(sessions), thread_name_prefix="feature-set") as pool:
+            for future in [pool.submit(work, engine) for engine in sessions]:
+                future.result()
+        for plan in plans:
+            if plan.definition.name in errors:
+                raise errors[plan.definition.name]
         return builds
 
     def _plan(self, definition: FeatureSet, workspace: Workspace, silver: _SilverInput) -> _Plan:
@@ -776,15 +861,9 @@ class FeatureEngineeringPipeline:
         logger.info("%s: version %s is already published", build.name, plan.version)
         return build
 
-    def _compute(
-        self,
-        plan: _Plan,
-        engine: FeatureEngine,
-        staged: Path,
-        db: PlatformDB,
-        silver: _SilverInput,
-    ) -> _Build:
-        """Write the feature set into ``staged``, validate it and add its manifest."""
+    def _compute(self, plan: _Plan, engine: FeatureEngine, staged: Path) -> _Build:
+        """Write the feature set into ``staged`` and validate it."""
+        started = time.perf_counter()
         engine.add_relations(plan.definition.relations)
         partitioning = self.parsed_config.partitioning
         if plan.definition.chunkable_by is not None and isinstance(engine, MonthlyWriter):
@@ -793,11 +872,14 @@ class FeatureEngineeringPipeline:
             rows = engine.write(plan.sql, staged, partitioning)
         stored = _StoredColumns(staged, plan.definition, rows)
         report = validate_columns(plan.definition, stored, self.parsed_config.rules)
-        build = _Build(plan, rows, report, reused=False)
-        self._check(db, build, silver)
-        (staged / MANIFEST).write_text(self._manifest(build, silver).to_json(), encoding="utf-8")
-        logger.info("%s: computed version %s (%d rows)", build.name, plan.version, rows)
-        return build
+        logger.info(
+            "%s: computed version %s (%d rows) in %.2f s",
+            plan.definition.name,
+            plan.version,
+            rows,
+            time.perf_counter() - started,
+        )
+        return _Build(plan, rows, report, reused=False)
 
     def _check(self, db: PlatformDB, build: _Build, silver: _SilverInput) -> None:
         """Stop the run on a validation failure in fail mode, recording a new build's rejection."""
