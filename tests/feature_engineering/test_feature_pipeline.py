@@ -747,7 +747,10 @@ def test_validating_the_written_files_equals_validating_the_table(tmp_path: Path
         ({"threads": 1, "memory_limit": "4GB"}, [(1, "4GB")]),
         ({"threads": 2, "memory_limit": "4GB"}, [(1, "1953125KiB")] * 2),
         ({"threads": 4, "memory_limit": "1GiB"}, [(2, "524288KiB")] * 2),
-        ({"threads": 4, "memory_limit": "3GB", "concurrent_sets": 3}, [(1, "976562KiB")] * 3),
+        (
+            {"threads": 4, "memory_limit": "3GB", "concurrent_sets": 3},
+            [(2, "976562KiB"), (1, "976562KiB"), (1, "976562KiB")],
+        ),
         ({"threads": 2, "memory_limit": "1GB", "concurrent_sets": 5}, [(1, "488281KiB")] * 2),
         ({"threads": 8, "memory_limit": "8GB", "concurrent_sets": 1}, [(8, "8GB")]),
     ],
@@ -759,6 +762,7 @@ def test_sessions_share_the_threads_and_memory(
     sessions = session_options(options)
 
     assert [(s["threads"], s["memory_limit"]) for s in sessions] == expected
+    assert sum(s["threads"] for s in sessions) == options["threads"]
     assert all(s["concurrent_sets"] == 1 for s in sessions)
     assert sum(memory_bytes(s["memory_limit"]) or 0 for s in sessions) <= (
         memory_bytes(options["memory_limit"]) or 0
