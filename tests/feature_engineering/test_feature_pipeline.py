@@ -458,6 +458,44 @@ def test_a_failing_rule_stops_the_run_naming_set_column_and_value(
     assert rejected.validation is not None and rejected.validation["passed"] is False
 
 
+@pytest.mark.timeout(120)
+def test_a_failing_set_cancels_the_set_computed_beside_it(
+    settings: Settings,
+    workspace: Workspace,
+    write_silver: WriteSilver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write_silver(MISSING_PRICE)
+    original = DuckDBEngine.write
+    cancelled: list[BaseException] = []
+
+    def endless_daily_sales(self: DuckDBEngine, sql: str, directory: Path, parts: Any) -> int:
+        if "series_id" in sql:  # daily_sales: a query that would run for hours
+            try:
+                self.con.execute("SELECT count(*) FROM range(1000000000000)").fetchall()
+            except duckdb.Error as exc:
+                cancelled.append(exc)
+                raise
+        return original(self, sql, directory, parts)
+
+    monkeypatch.setattr(DuckDBEngine, "write", endless_daily_sales)
+    run = pipeline(
+        settings,
+        "daily_sales",
+        "product_popularity",
+        engine_options={"threads": 2, "concurrent_sets": 2},
+    )
+
+    with pytest.raises(DataValidationError, match="^product_popularity: expected the features"):
+        run.run()
+
+    assert [type(exc) for exc in cancelled] == [duckdb.InterruptException]
+    assert not list(workspace.features.rglob("*.parquet"))
+    assert [(b.feature_set, b.status) for b in builds(settings)] == [
+        ("product_popularity", "rejected")
+    ]
+
+
 def test_warn_mode_publishes_and_records_the_failures(
     settings: Settings, write_silver: WriteSilver
 ) -> None:

@@ -448,6 +448,11 @@ class DuckDBEngine:
             self._con.close()
             self._con = None
 
+    def interrupt(self) -> None:
+        """Cancel the query this session is running (safe from another thread)."""
+        if self._con is not None:
+            self._con.interrupt()
+
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         """The open connection."""

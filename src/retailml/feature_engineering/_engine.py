@@ -71,6 +71,14 @@ class MonthlyWriter(Protocol):
         """
 
 
+@runtime_checkable
+class Interruptible(Protocol):
+    """An engine whose running query another thread may cancel."""
+
+    def interrupt(self) -> None:
+        """Cancel the query running now (if any); the engine stays usable."""
+
+
 #: Builds an engine over the silver parts, with a scratch directory and the
 #: validated ``engine_options``.
 EngineFactory = Callable[[Sequence[Path], Path, Mapping[str, Any]], FeatureEngine]

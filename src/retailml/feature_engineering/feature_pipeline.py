@@ -64,7 +64,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -87,7 +87,12 @@ from retailml.feature_engineering._definitions import (
     SOURCE_TABLES,
     FeatureSet,
 )
-from retailml.feature_engineering._engine import FeatureEngine, MonthlyWriter, engines
+from retailml.feature_engineering._engine import (
+    FeatureEngine,
+    Interruptible,
+    MonthlyWriter,
+    engines,
+)
 from retailml.feature_engineering._validation import (
     ValidationReport,
     ValidationRules,
@@ -812,6 +817,17 @@ class FeatureEngineeringPipeline:
             pending.put(plan)
         stop = threading.Event()
         errors: dict[str, BaseException] = {}
+        lock = threading.Lock()
+
+        def halt() -> None:
+            """No session starts another set; the sets being computed are cancelled."""
+            with lock:
+                if stop.is_set():
+                    return
+                stop.set()
+            for engine in sessions:
+                if isinstance(engine, Interruptible):
+                    engine.interrupt()
 
         def work(engine: FeatureEngine) -> None:
             while not stop.is_set():
@@ -823,15 +839,29 @@ class FeatureEngineeringPipeline:
                 try:
                     build = self._compute(plan, engine, staged[name])
                 except BaseException as exc:
-                    errors[name] = exc
-                    stop.set()
+                    # After a halt, a session's error is its cancellation: not the cause.
+                    if not stop.is_set():
+                        errors[name] = exc
+                        halt()
                     return
                 builds[name] = build
                 if self._stops(build):
-                    stop.set()
+                    halt()
 
         with ThreadPoolExecutor(len(sessions), thread_name_prefix="feature-set") as pool:
-            for future in [pool.submit(work, engine) for engine in sessions]:
+            futures = [pool.submit(work, engine) for engine in sessions]
+            try:
+                while wait(futures, timeout=0.1).not_done:
+                    if stop.is_set():
+                        # An interrupt reaches only a running query: cancel
+                        # those a session started just after the halt, too.
+                        for engine in sessions:
+                            if isinstance(engine, Interruptible):
+                                engine.interrupt()
+            except BaseException:  # e.g. Ctrl-C: stop the sessions before waiting for them
+                halt()
+                raise
+            for future in futures:
                 future.result()
         for plan in plans:
             if plan.definition.name in errors:
