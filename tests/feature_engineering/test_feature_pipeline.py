@@ -486,7 +486,7 @@ def test_a_failing_set_cancels_the_set_computed_beside_it(
         engine_options={"threads": 2, "concurrent_sets": 2},
     )
 
-    with pytest.raises(DataValidationError, match="^product_popularity: expected the features"):
+    with pytest.raises(DataValidationError, match=r"^product_popularity: expected the features"):
         run.run()
 
     assert [type(exc) for exc in cancelled] == [duckdb.InterruptException]
