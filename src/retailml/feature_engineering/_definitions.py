@@ -454,22 +454,41 @@ WITH lines AS (
         date_trunc('month', invoice_date) AS month_start
     FROM {TRANSACTIONS}
     WHERE stock_code IS NOT NULL AND {_PRODUCT_LINE}
+),
+totals AS (
+    SELECT
+        stock_code,
+        month_start,
+        SUM(quantity) AS quantity_sum,
+        AVG(CAST(quantity AS DOUBLE)) AS quantity_mean,
+        STDDEV_SAMP(CAST(quantity AS DOUBLE)) AS quantity_std,
+        AVG(unit_price) AS unit_price_mean,
+        STDDEV_SAMP(unit_price) AS unit_price_std,
+        SUM(total_amount) AS total_amount_sum
+    FROM lines
+    GROUP BY stock_code, month_start
+),
+buyers AS (
+    -- Deduplicated over the purchase lines with a customer only, not every line.
+    SELECT stock_code, month_start, COUNT(DISTINCT customer_id) AS unique_customers
+    FROM lines
+    WHERE is_purchase AND customer_id IS NOT NULL
+    GROUP BY stock_code, month_start
 )
 SELECT
-    stock_code,
-    month_start + INTERVAL '1' MONTH AS event_timestamp,
-    {_YEAR.format("month_start")} AS year,
-    {_MONTH.format("month_start")} AS month,
-    CAST(SUM(quantity) AS BIGINT) AS quantity_sum,
-    AVG(CAST(quantity AS DOUBLE)) AS quantity_mean,
-    STDDEV_SAMP(CAST(quantity AS DOUBLE)) AS quantity_std,
-    AVG(unit_price) AS unit_price_mean,
-    STDDEV_SAMP(unit_price) AS unit_price_std,
-    CAST(SUM(total_amount) AS DOUBLE) AS total_amount_sum,
-    CAST(COUNT(DISTINCT CASE WHEN is_purchase THEN customer_id END) AS BIGINT)
-        AS unique_customers
-FROM lines
-GROUP BY stock_code, month_start
+    t.stock_code,
+    t.month_start + INTERVAL '1' MONTH AS event_timestamp,
+    {_YEAR.format("t.month_start")} AS year,
+    {_MONTH.format("t.month_start")} AS month,
+    CAST(t.quantity_sum AS BIGINT) AS quantity_sum,
+    t.quantity_mean,
+    t.quantity_std,
+    t.unit_price_mean,
+    t.unit_price_std,
+    CAST(t.total_amount_sum AS DOUBLE) AS total_amount_sum,
+    CAST(COALESCE(b.unique_customers, 0) AS BIGINT) AS unique_customers
+FROM totals AS t
+LEFT JOIN buyers AS b ON b.stock_code = t.stock_code AND b.month_start = t.month_start
 """
 
 
@@ -687,31 +706,42 @@ def _daily_sales_sql(_params: Mapping[str, str]) -> str:
     # per cent of the lines). Each gives what COUNT(DISTINCT invoice_no)
     # over the lines gives, at a fraction of its cost.
     return f"""
-WITH product_days AS (
+WITH lines AS (
+    -- Read once for both aggregations below (DuckDB materializes a CTE read twice).
+    SELECT
+        invoice_no,
+        stock_code,
+        country,
+        CAST(invoice_date AS DATE) AS date,
+        total_amount,
+        quantity,
+        {_PURCHASE_LINE} AS is_purchase
+    FROM {TRANSACTIONS}
+    WHERE {_PRODUCT_LINE}
+),
+product_days AS (
     SELECT
         stock_code,
-        CAST(invoice_date AS DATE) AS date,
+        date,
         SUM(total_amount) AS sales_amount,
         SUM(quantity) AS quantity,
-        COUNT(CASE WHEN {_PURCHASE_LINE} AND invoice_no IS NOT NULL THEN 1 END)
-            AS purchase_lines
-    FROM {TRANSACTIONS}
-    WHERE stock_code IS NOT NULL AND {_PRODUCT_LINE}
-    GROUP BY stock_code, CAST(invoice_date AS DATE)
+        COUNT(CASE WHEN is_purchase AND invoice_no IS NOT NULL THEN 1 END) AS purchase_lines
+    FROM lines
+    WHERE stock_code IS NOT NULL
+    GROUP BY stock_code, date
 ),
 invoices AS (
     SELECT
         invoice_no,
         country,
-        CAST(invoice_date AS DATE) AS date,
+        date,
         SUM(total_amount) AS sales_amount,
         SUM(quantity) AS quantity,
-        MAX(CASE WHEN {_PURCHASE_LINE} THEN 1 ELSE 0 END) AS has_purchase,
-        ARRAY_AGG(HASH(stock_code)) FILTER (WHERE stock_code IS NOT NULL AND {_PURCHASE_LINE})
+        MAX(CASE WHEN is_purchase THEN 1 ELSE 0 END) AS has_purchase,
+        ARRAY_AGG(HASH(stock_code)) FILTER (WHERE stock_code IS NOT NULL AND is_purchase)
             AS product_hashes
-    FROM {TRANSACTIONS}
-    WHERE {_PRODUCT_LINE}
-    GROUP BY invoice_no, country, CAST(invoice_date AS DATE)
+    FROM lines
+    GROUP BY invoice_no, country, date
 ),
 maybe_repeated AS (
     SELECT invoice_no, date
