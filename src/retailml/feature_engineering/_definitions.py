@@ -704,7 +704,10 @@ def _daily_sales_sql(_params: Mapping[str, str]) -> str:
     # miss one), or that is recorded under two countries. The country and
     # total series count from one row per invoice, country and day (a few
     # per cent of the lines). Each gives what COUNT(DISTINCT invoice_no)
-    # over the lines gives, at a fraction of its cost.
+    # over the lines gives, at a fraction of its cost. repeated_lines reads
+    # the transactions again rather than `lines`: the scan's pushed-down
+    # filters keep a quarter of the rows, which measured faster (3.8 against
+    # 4.1 s at 10M rows on one thread) than probing every materialized line.
     return f"""
 WITH lines AS (
     -- Read once for both aggregations below (DuckDB materializes a CTE read twice).

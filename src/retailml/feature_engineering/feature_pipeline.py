@@ -817,17 +817,16 @@ class FeatureEngineeringPipeline:
             pending.put(plan)
         stop = threading.Event()
         errors: dict[str, BaseException] = {}
-        lock = threading.Lock()
 
-        def halt() -> None:
-            """No session starts another set; the sets being computed are cancelled."""
-            with lock:
-                if stop.is_set():
-                    return
-                stop.set()
+        def interrupt_all() -> None:
             for engine in sessions:
                 if isinstance(engine, Interruptible):
                     engine.interrupt()
+
+        def halt() -> None:
+            """No session starts another set; the sets being computed are cancelled."""
+            stop.set()
+            interrupt_all()
 
         def work(engine: FeatureEngine) -> None:
             while not stop.is_set():
@@ -855,9 +854,7 @@ class FeatureEngineeringPipeline:
                     if stop.is_set():
                         # An interrupt reaches only a running query: cancel
                         # those a session started just after the halt, too.
-                        for engine in sessions:
-                            if isinstance(engine, Interruptible):
-                                engine.interrupt()
+                        interrupt_all()
             except BaseException:  # e.g. Ctrl-C: stop the sessions before waiting for them
                 halt()
                 raise
